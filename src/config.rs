@@ -1,0 +1,94 @@
+//! Server settings and their defaults, in one place.
+//!
+//! The CLI, the Python `Server` and tests all build a [`ServerConfig`]; nothing
+//! else in the crate hard-codes a limit.
+
+use std::time::Duration;
+
+/// The seed's port.
+pub const DEFAULT_PORT: u16 = 3541;
+/// Loopback: exposing the server is a deliberate choice (`--host 0.0.0.0`).
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// The store file used when none is named.
+pub const DEFAULT_DB: &str = "./moechat.db";
+/// The special database path that keeps everything in memory.
+pub const MEMORY_DB: &str = ":memory:";
+
+/// Everything a server needs to know before it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// SQLite file, or `:memory:`.
+    pub db: String,
+    /// Silence after which the server pings a client; twice this closes it (`e`/66).
+    pub heartbeat: Duration,
+    /// Whether `register` is open to anyone.
+    pub registration_open: bool,
+    /// Longest accepted line, bytes (`e`/61 past it).
+    pub max_frame_bytes: usize,
+    /// Longest message text, bytes (`e`/73 past it).
+    pub max_text_bytes: usize,
+    /// Connections served at once (`e`/68 past it).
+    pub max_connections: usize,
+    /// Failed logins allowed on one connection; the last one is answered `r`/22.
+    pub max_failed_logins: u32,
+    /// Frames queued to one connection before it counts as a slow consumer (`e`/67).
+    pub outbound_queue: usize,
+    /// How long a graceful stop waits for connections to say goodbye.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            host: DEFAULT_HOST.to_string(),
+            port: DEFAULT_PORT,
+            db: DEFAULT_DB.to_string(),
+            heartbeat: Duration::from_secs(60),
+            registration_open: true,
+            max_frame_bytes: 65_536,
+            max_text_bytes: 8_192,
+            max_connections: 10_000,
+            max_failed_logins: 5,
+            outbound_queue: 4_096,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Defaults suited to tests: any free port, an in-memory store.
+    pub fn ephemeral() -> ServerConfig {
+        ServerConfig {
+            port: 0,
+            db: MEMORY_DB.to_string(),
+            ..ServerConfig::default()
+        }
+    }
+
+    /// Checks the values that a flag or a caller could get wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat.is_zero() {
+            return Err("heartbeat must be more than 0 seconds".into());
+        }
+        if self.max_frame_bytes < 64 {
+            return Err("max-frame-bytes must be at least 64".into());
+        }
+        if self.max_text_bytes == 0 {
+            return Err("max-text-bytes must be at least 1".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max-connections must be at least 1".into());
+        }
+        if self.max_failed_logins == 0 {
+            return Err("max-failed-logins must be at least 1".into());
+        }
+        if self.outbound_queue == 0 {
+            return Err("the outbound queue must hold at least 1 frame".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+//! MoeChat: a chat server and client speaking the MoeChat wire protocol
+//! (newline-delimited JSON frames with `status`, `status_code` and `info`).
+//!
+//! # Layout
+//! - [`protocol`]: the wire contract as pure data: codes, framing, envelope,
+//!   typed requests and replies. No I/O.
+//! - [`server`]: the tokio server: accept loop and limits, one connection task
+//!   pair per client, the session state machine, the hub (presence, takeover,
+//!   fan-out, slow consumers) and accounts (argon2id).
+//! - [`store`]: users, the message log and delivery cursors, behind the
+//!   [`store::Store`] trait; [`store::SqliteStore`] is the embedded default.
+//! - [`client`]: the async Rust client.
+//! - [`config`]: server settings and their defaults.
+//! - [`cli`]: the `moechat-server` command line, callable from other front ends.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod protocol;
+pub mod server;
+pub mod store;
+
+pub use client::{Client, ClientError, Incoming, Sent};
+pub use config::ServerConfig;
+pub use protocol::{ChatMessage, Code, Peer};
+pub use server::{Server, ServerError, ServerHandle};

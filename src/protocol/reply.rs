@@ -1,0 +1,164 @@
+//! Typed server frames (PROTOCOL.md sections 3 and 3.3): the `info` payloads of
+//! replies and pushes, shared by the server that writes them and the client
+//! that reads them, so the two cannot drift apart.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::code::Code;
+use super::envelope::{encode_code, Id};
+
+/// A stored chat message: the `info` of its `m`/80 or `m`/90 push, and an entry of `history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Server-assigned, unique and increasing for the life of the store.
+    pub msg_id: u64,
+    /// The sender's name.
+    pub from: String,
+    /// The recipient of a direct message; absent for a broadcast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The text.
+    pub text: String,
+    /// When the server accepted it, Unix epoch milliseconds.
+    pub ts: i64,
+}
+
+impl ChatMessage {
+    /// `m`/80 for a direct message, `m`/90 for a broadcast.
+    pub fn code(&self) -> Code {
+        if self.to.is_some() {
+            Code::Direct
+        } else {
+            Code::Broadcast
+        }
+    }
+
+    /// The push frame for this message; pushes carry no `id`.
+    pub fn encode_push(&self) -> Bytes {
+        encode_code(self.code(), self, None)
+    }
+}
+
+/// `r`/10: the `info` of a successful login.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginOk {
+    /// The logged-in name.
+    pub user: String,
+    /// The session token (24 characters from `A-Za-z0-9`).
+    pub session: String,
+    /// The server port this connection uses.
+    pub port: u16,
+    /// The heartbeat interval, seconds (an integer unless configured with a fraction).
+    pub heartbeat: serde_json::Number,
+}
+
+/// The heartbeat interval as the login reply states it: whole seconds as an integer.
+pub fn heartbeat_number(interval: Duration) -> serde_json::Number {
+    if interval.subsec_nanos() == 0 {
+        serde_json::Number::from(interval.as_secs())
+    } else {
+        serde_json::Number::from_f64(interval.as_secs_f64()).unwrap_or_else(|| serde_json::Number::from(0))
+    }
+}
+
+/// `r`/50 or `r`/51: the receipt of an accepted message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The id the store gave the message.
+    pub msg_id: u64,
+    /// For a broadcast: how many online users it was queued to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<u64>,
+    /// Set when a nonce matched an earlier message and nothing new was stored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+/// `r`/30 to `users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Users {
+    /// Online users, sorted.
+    pub users: Vec<String>,
+}
+
+/// `r`/30 to `history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Messages {
+    /// Oldest first.
+    pub messages: Vec<ChatMessage>,
+}
+
+/// `r`/30 to `register`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    /// The created name.
+    pub user: String,
+}
+
+/// `{"req": ...}`: the `info` of `r`/30 to `ping` (`"pong"`) and `logout`, and of the
+/// server's heartbeat `q`/0 (`"ping"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReqEcho {
+    /// `"pong"`, `"logout"` or `"ping"`.
+    pub req: String,
+}
+
+/// A success reply frame.
+pub fn encode_reply(code: Code, info: &impl Serialize, id: Option<&Id>) -> Bytes {
+    encode_code(code, info, id)
+}
+
+/// The server's heartbeat ping, `q`/0 `{"req":"ping"}`.
+pub fn encode_heartbeat() -> Bytes {
+    encode_code(Code::Heartbeat, &ReqEcho { req: "ping".into() }, None)
+}
+
+/// The client's answer to a heartbeat ping, `r`/30 `{"req":"pong"}`.
+pub fn encode_pong() -> Bytes {
+    encode_code(Code::QueryOk, &ReqEcho { req: "pong".into() }, None)
+}
+
+/// The client's cumulative acknowledgement, `r`/50 `{"ack":I}` (PROTOCOL.md 3.4).
+pub fn encode_ack(up_to: u64) -> Bytes {
+    #[derive(Serialize)]
+    struct Ack {
+        ack: u64,
+    }
+    encode_code(Code::Delivered, &Ack { ack: up_to }, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushes_match_the_protocol_shape() {
+        let dm = ChatMessage { msg_id: 17, from: "a".into(), to: Some("b".into()), text: "hi".into(), ts: 5 };
+        assert_eq!(
+            &dm.encode_push()[..],
+            b"{\"status\":\"m\",\"status_code\":80,\"info\":{\"msg_id\":17,\"from\":\"a\",\"to\":\"b\",\"text\":\"hi\",\"ts\":5}}\n"
+        );
+        let bc = ChatMessage { to: None, ..dm };
+        assert_eq!(
+            &bc.encode_push()[..],
+            b"{\"status\":\"m\",\"status_code\":90,\"info\":{\"msg_id\":17,\"from\":\"a\",\"text\":\"hi\",\"ts\":5}}\n"
+        );
+    }
+
+    #[test]
+    fn receipts_omit_what_does_not_apply() {
+        let r = Receipt { msg_id: 3, recipients: None, duplicate: false };
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"msg_id":3}"#);
+        let r = Receipt { msg_id: 3, recipients: Some(2), duplicate: true };
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"msg_id":3,"recipients":2,"duplicate":true}"#);
+    }
+
+    #[test]
+    fn heartbeat_is_an_integer_when_whole() {
+        assert_eq!(heartbeat_number(Duration::from_secs(60)).to_string(), "60");
+        assert_eq!(heartbeat_number(Duration::from_millis(1500)).to_string(), "1.5");
+    }
+}

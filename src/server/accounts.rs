@@ -1,0 +1,170 @@
+//! Accounts: argon2id password hashes and session tokens.
+//!
+//! Hashing is deliberately slow (tens of milliseconds), so it runs on the
+//! blocking pool, never on a tokio worker. A login for a name that does not
+//! exist still verifies against a dummy hash, so the answer's timing does not
+//! reveal which names exist.
+
+use std::sync::Arc;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::Argon2;
+use tokio::sync::OnceCell;
+
+use crate::protocol::validate::{is_valid_name, is_valid_password, name_rule};
+use crate::store::{Store, StoreError};
+
+/// Length of a session token.
+pub const SESSION_TOKEN_CHARS: usize = 24;
+
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The name breaks the naming rule.
+    #[error("invalid name {0:?}: {rule}", rule = name_rule())]
+    InvalidName(String),
+    /// The password is empty or longer than 1024 bytes.
+    #[error("a password must be 1 to 1024 bytes")]
+    InvalidPassword,
+    /// Hashing failed (out of memory, or a corrupt stored hash).
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// User creation and password checks over a [`Store`].
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    dummy_hash: OnceCell<String>,
+}
+
+impl Accounts {
+    /// Accounts kept in `store`.
+    pub fn new(store: Arc<dyn Store>) -> Accounts {
+        Accounts {
+            store,
+            dummy_hash: OnceCell::new(),
+        }
+    }
+
+    /// Creates a user; [`StoreError::UserExists`] (inside [`AccountError::Store`]) if taken.
+    pub async fn create(&self, name: &str, password: &str) -> Result<(), AccountError> {
+        if !is_valid_name(name) {
+            return Err(AccountError::InvalidName(name.to_string()));
+        }
+        if !is_valid_password(password) {
+            return Err(AccountError::InvalidPassword);
+        }
+        let hash = hash_blocking(password.to_string()).await?;
+        self.store.create_user(name.to_string(), hash).await?;
+        Ok(())
+    }
+
+    /// Whether `password` is `name`'s; `false` for a user that does not exist.
+    pub async fn verify(&self, name: &str, password: &str) -> Result<bool, AccountError> {
+        let stored = self.store.password_hash(name.to_string()).await?;
+        let (hash, exists) = match stored {
+            Some(h) => (h, true),
+            None => {
+                let dummy = self
+                    .dummy_hash
+                    .get_or_try_init(|| hash_blocking("no such user".into()))
+                    .await?;
+                (dummy.clone(), false)
+            }
+        };
+        let password = password.to_string();
+        let matches = tokio::task::spawn_blocking(move || {
+            let parsed = PasswordHash::new(&hash).map_err(|e| AccountError::Hash(e.to_string()))?;
+            Ok::<bool, AccountError>(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        })
+        .await
+        .map_err(|e| AccountError::Hash(e.to_string()))??;
+        Ok(matches && exists)
+    }
+}
+
+/// An argon2id PHC string for `password`, computed on the blocking pool.
+pub async fn hash_blocking(password: String) -> Result<String, AccountError> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| AccountError::Hash(e.to_string()))?
+}
+
+/// An argon2id PHC string for `password` with a fresh random salt.
+pub fn hash_password(password: &str) -> Result<String, AccountError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| AccountError::Hash(e.to_string()))
+}
+
+/// A fresh session token: 24 characters from `A-Za-z0-9`, from the OS's random source.
+pub fn new_session_token() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut token = String::with_capacity(SESSION_TOKEN_CHARS);
+    let mut bytes = [0u8; 64];
+    while token.len() < SESSION_TOKEN_CHARS {
+        if getrandom::fill(&mut bytes).is_err() {
+            // No OS randomness is a broken machine; fall back to the clock-seeded hasher
+            // rather than refusing every login.
+            fallback_random(&mut bytes);
+        }
+        // 248 = 4 × 62: rejecting bytes above it keeps every character equally likely.
+        for &b in bytes.iter().filter(|&&b| b < 248) {
+            if token.len() == SESSION_TOKEN_CHARS {
+                break;
+            }
+            token.push(ALPHABET[(b % 62) as usize] as char);
+        }
+    }
+    token
+}
+
+fn fallback_random(bytes: &mut [u8]) {
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    for chunk in bytes.chunks_mut(8) {
+        let mut h = state.build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        let v = h.finish().to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NoRouting, SqliteStore};
+
+    #[test]
+    fn tokens_have_the_protocol_shape() {
+        let a = new_session_token();
+        let b = new_session_token();
+        assert_eq!(a.len(), SESSION_TOKEN_CHARS);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()));
+        assert_ne!(a, b);
+    }
+
+    #[tokio::test]
+    async fn create_and_verify() {
+        let store = Arc::new(SqliteStore::open(":memory:", Arc::new(NoRouting)).unwrap());
+        let acc = Accounts::new(store.clone());
+        acc.create("alice", "wonderland").await.unwrap();
+        assert!(acc.verify("alice", "wonderland").await.unwrap());
+        assert!(!acc.verify("alice", "wrong").await.unwrap());
+        assert!(!acc.verify("nobody", "wonderland").await.unwrap());
+        assert!(matches!(acc.create("Alice", "x").await, Err(AccountError::InvalidName(_))));
+        assert!(matches!(acc.create("bob", "").await, Err(AccountError::InvalidPassword)));
+        assert!(matches!(
+            acc.create("alice", "x").await,
+            Err(AccountError::Store(StoreError::UserExists(_)))
+        ));
+        let hash = store.password_hash("alice".into()).await.unwrap().unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(!hash.contains("wonderland"));
+    }
+}

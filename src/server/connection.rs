@@ -1,0 +1,329 @@
+//! One client connection: a reader task that parses frames and runs the
+//! session, and a writer task that owns the socket's sending half.
+//!
+//! The reader never writes to the socket and the writer never parses, so a
+//! client that stops reading stalls only its own writer. Replies reach the
+//! writer through a small bounded queue (a client that does not read its
+//! replies stops being read); pushes reach it through the hub's bounded
+//! inbox (a client that does not read its pushes is a slow consumer, `e`/67).
+//! The writer also owns delivery order: after login it first writes the
+//! user's stored messages from the store, then the live inbox, skipping what
+//! the catch-up already wrote, and reports the delivery cursor as it goes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::codec::FramedRead;
+
+use super::hub::{Conn, Push};
+use super::session::{Outbound, Session};
+use super::Context;
+use crate::protocol::code::Code;
+use crate::protocol::codec::{CodecError, LineCodec};
+use crate::protocol::envelope::encode_error;
+use crate::protocol::reply::encode_heartbeat;
+
+/// Replies queued to the writer before the reader waits.
+const REPLY_QUEUE: usize = 64;
+/// Stored messages fetched per catch-up step.
+const CATCH_UP_PAGE: u32 = 256;
+/// How long a goodbye frame may take to leave before the socket is dropped anyway.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the writer may keep draining replies after the reader has stopped.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Frames gathered into one socket write.
+const MAX_GATHER: usize = 256;
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(stream: TcpStream, ctx: Arc<Context>, _permit: OwnedSemaphorePermit) {
+    let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let (out_tx, out_rx) = mpsc::channel(REPLY_QUEUE);
+    let (inbox_tx, inbox_rx) = mpsc::channel(ctx.config.outbound_queue);
+    let conn = Arc::new(Conn::new(ctx.next_conn_id(), inbox_tx));
+    let writer = tokio::spawn(write_loop(wr, out_rx, inbox_rx, conn.clone(), ctx.clone()));
+    let user = read_loop(rd, out_tx, conn.clone(), ctx.clone(), local_port).await;
+    if let Some(user) = user {
+        ctx.hub.unregister(&user, conn.id);
+    }
+    // The writer still sends the replies queued before the reader stopped (a client may
+    // half-close after its last request), but a peer that never reads cannot hold it.
+    let mut writer = writer;
+    if timeout(DRAIN_TIMEOUT, &mut writer).await.is_err() {
+        conn.abort();
+        let _ = writer.await;
+    }
+}
+
+/// Reads and handles frames; returns the user still logged in when it stops.
+async fn read_loop(
+    rd: OwnedReadHalf,
+    out: mpsc::Sender<Outbound>,
+    conn: Arc<Conn>,
+    ctx: Arc<Context>,
+    local_port: u16,
+) -> Option<Arc<str>> {
+    let mut frames = FramedRead::new(rd, LineCodec::new(ctx.config.max_frame_bytes));
+    let mut session = Session::new(ctx.clone(), conn.clone(), local_port);
+    let heartbeat = ctx.config.heartbeat;
+    let mut deadline = Instant::now() + heartbeat;
+    let mut pinged = false;
+    let mut actions = Vec::with_capacity(4);
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = conn.closed() => break,
+            _ = ctx.shutdown.cancelled() => {
+                conn.close(Code::ShuttingDown);
+                break;
+            }
+            _ = sleep_until(deadline) => {
+                if pinged {
+                    conn.close(Code::HeartbeatTimeout);
+                    break;
+                }
+                pinged = true;
+                deadline = Instant::now() + heartbeat;
+                if out.send(Outbound::Frame(encode_heartbeat())).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            next = frames.next() => next,
+        };
+        let line = match next {
+            None => break,
+            Some(Ok(line)) => line,
+            Some(Err(CodecError::FrameTooLong { limit })) => {
+                let reason = format!("frame longer than {limit} bytes; closing the connection");
+                let _ = out.send(Outbound::Frame(encode_error(Code::FrameTooLong, &reason, None))).await;
+                let _ = out.send(Outbound::Close).await;
+                break;
+            }
+            Some(Err(CodecError::Io(_))) => break,
+        };
+        pinged = false;
+        deadline = Instant::now() + heartbeat;
+        session.handle_line(&line, &mut actions).await;
+        let mut closing = false;
+        for action in actions.drain(..) {
+            closing |= action == Outbound::Close;
+            if out.send(action).await.is_err() {
+                closing = true;
+            }
+        }
+        if closing {
+            break;
+        }
+    }
+    session.user().cloned()
+}
+
+/// What woke the writer.
+enum Step {
+    Out(Option<Outbound>),
+    Push(Option<Push>),
+    Closed,
+}
+
+/// Owns the sending half: replies, catch-up, live pushes and the goodbye frame.
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut out: mpsc::Receiver<Outbound>,
+    mut inbox: mpsc::Receiver<Push>,
+    conn: Arc<Conn>,
+    ctx: Arc<Context>,
+) {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut delivery = Delivery::default();
+    'serve: loop {
+        let step = tokio::select! {
+            biased;
+            _ = conn.closed() => Step::Closed,
+            o = out.recv() => Step::Out(o),
+            p = inbox.recv(), if delivery.user.is_some() => Step::Push(p),
+        };
+        let mut close_after_write = false;
+        let mut start = None;
+        match step {
+            Step::Closed => break 'serve,
+            Step::Out(None) => break 'serve,
+            Step::Out(Some(o)) => apply(o, &mut buf, &mut close_after_write, &mut start),
+            Step::Push(None) => break 'serve,
+            Step::Push(Some(p)) => delivery.take(p, &mut buf),
+        }
+        // Gather whatever else is ready into the same write.
+        for _ in 0..MAX_GATHER {
+            if close_after_write || start.is_some() {
+                break;
+            }
+            if let Ok(o) = out.try_recv() {
+                apply(o, &mut buf, &mut close_after_write, &mut start);
+            } else if delivery.user.is_some() {
+                match inbox.try_recv() {
+                    Ok(p) => delivery.take(p, &mut buf),
+                    Err(_) => break,
+                }
+            } else {
+                break;
+            }
+        }
+        if !write_or_closed(&mut wr, &mut buf, &conn).await {
+            break 'serve;
+        }
+        delivery.report(&ctx);
+        if close_after_write {
+            let _ = wr.shutdown().await;
+            return;
+        }
+        if let Some(user) = start {
+            if !catch_up(&mut wr, &mut buf, &conn, &ctx, &mut delivery, user).await {
+                break 'serve;
+            }
+        }
+    }
+    // Say goodbye with the close reason, after any replies already queued.
+    if let Some(code) = conn.close_reason() {
+        while let Ok(o) = out.try_recv() {
+            if let Outbound::Frame(f) = o {
+                buf.extend_from_slice(&f);
+            }
+        }
+        buf.extend_from_slice(&encode_error(code, goodbye(code), None));
+        let _ = timeout(GOODBYE_TIMEOUT, async {
+            let _ = wr.write_all(&buf).await;
+            let _ = wr.shutdown().await;
+        })
+        .await;
+    }
+    delivery.report(&ctx);
+}
+
+fn apply(o: Outbound, buf: &mut Vec<u8>, close: &mut bool, start: &mut Option<Arc<str>>) {
+    match o {
+        Outbound::Frame(f) => buf.extend_from_slice(&f),
+        Outbound::Close => *close = true,
+        Outbound::StartDelivery(user) => *start = Some(user),
+    }
+}
+
+/// Writes `buf` unless the connection is closed first; `false` when it should stop.
+async fn write_or_closed(wr: &mut OwnedWriteHalf, buf: &mut Vec<u8>, conn: &Conn) -> bool {
+    if buf.is_empty() {
+        return true;
+    }
+    let ok = tokio::select! {
+        biased;
+        _ = conn.closed() => return false,
+        r = wr.write_all(buf) => r.is_ok(),
+    };
+    buf.clear();
+    // Do not keep a large buffer alive on an idle connection.
+    if buf.capacity() > 64 * 1024 {
+        buf.shrink_to(4096);
+    }
+    ok
+}
+
+/// Pushes the user's stored direct messages, oldest first, page by page.
+async fn catch_up(
+    wr: &mut OwnedWriteHalf,
+    buf: &mut Vec<u8>,
+    conn: &Conn,
+    ctx: &Context,
+    delivery: &mut Delivery,
+    user: Arc<str>,
+) -> bool {
+    let mut after = None;
+    loop {
+        let page = tokio::select! {
+            biased;
+            _ = conn.closed() => return false,
+            page = ctx.store.undelivered(user.to_string(), after, CATCH_UP_PAGE) => page,
+        };
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("catch-up for {user} failed: {e}");
+                conn.close(Code::Internal);
+                return false;
+            }
+        };
+        let full = page.len() == CATCH_UP_PAGE as usize;
+        for m in &page {
+            buf.extend_from_slice(&m.encode_push());
+            delivery.last_direct = delivery.last_direct.max(m.msg_id);
+        }
+        after = Some(delivery.last_direct);
+        delivery.user = Some(user.clone());
+        if !write_or_closed(wr, buf, conn).await {
+            return false;
+        }
+        delivery.report(ctx);
+        if !full {
+            return true;
+        }
+    }
+}
+
+/// Delivery state of a logged-in connection.
+#[derive(Default)]
+struct Delivery {
+    /// Set once catch-up has begun: live pushes are taken from then on.
+    user: Option<Arc<str>>,
+    /// Highest direct `msg_id` written to the socket buffer.
+    last_direct: u64,
+    /// Highest direct `msg_id` reported to the store's cursor.
+    reported: u64,
+}
+
+impl Delivery {
+    fn take(&mut self, p: Push, buf: &mut Vec<u8>) {
+        if p.direct {
+            // The catch-up may already have written it (committed before, routed after login).
+            if p.msg_id <= self.last_direct {
+                return;
+            }
+            self.last_direct = p.msg_id;
+        }
+        buf.extend_from_slice(&p.frame);
+    }
+
+    fn report(&mut self, ctx: &Context) {
+        if let Some(user) = &self.user {
+            if self.last_direct > self.reported {
+                ctx.store.advance_cursor(user, self.last_direct);
+                self.reported = self.last_direct;
+            }
+        }
+    }
+}
+
+fn goodbye(code: Code) -> &'static str {
+    match code {
+        Code::TakenOver => "session taken over by a newer login",
+        Code::ShuttingDown => "server shutting down",
+        Code::HeartbeatTimeout => "no frame for two heartbeat intervals; closing",
+        Code::SlowConsumer => "slow consumer: outbound queue full; undelivered direct messages are stored",
+        Code::ServerFull => "server full",
+        _ => "internal error; closing the connection",
+    }
+}
+
+/// Refuses a connection over the limit with `e`/68.
+pub async fn refuse_full(mut stream: TcpStream) {
+    let frame: Bytes = encode_error(Code::ServerFull, goodbye(Code::ServerFull), None);
+    let _ = timeout(GOODBYE_TIMEOUT, async {
+        let _ = stream.write_all(&frame).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}

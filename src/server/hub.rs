@@ -1,0 +1,246 @@
+//! The hub: who is online, session takeover, and fan-out of committed messages.
+//!
+//! The hub never sees a socket. Each logged-in connection registers a [`Conn`]:
+//! a bounded inbox of pre-encoded push frames and a way to close it with a
+//! code. The store calls [`CommitSink::committed`] in `msg_id` order once a
+//! message is durable; the hub queues the frame with `try_send`, so one slow
+//! or dead client can never delay anyone else. A full inbox is the
+//! slow-consumer rule (`e`/67): the connection is closed, and the direct
+//! message that did not fit stays in the store above the recipient's cursor,
+//! exactly as for an offline user. A broadcast is encoded once and the same
+//! bytes are queued to every recipient.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::code::Code;
+use crate::protocol::reply::ChatMessage;
+use crate::store::{CommitSink, Routed};
+
+/// A push waiting in a connection's inbox.
+#[derive(Debug, Clone)]
+pub struct Push {
+    /// The message's id, for the delivery cursor and de-duplication.
+    pub msg_id: u64,
+    /// Direct messages advance the recipient's cursor; broadcasts do not.
+    pub direct: bool,
+    /// The encoded frame, newline included (shared by every recipient of a broadcast).
+    pub frame: Bytes,
+}
+
+/// The hub's view of one connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// Unique for the life of the server; tells a connection from its successor.
+    pub id: u64,
+    inbox: mpsc::Sender<Push>,
+    closed: CancellationToken,
+    /// The code to say goodbye with; 0 until the first close wins.
+    reason: AtomicU8,
+}
+
+impl Conn {
+    /// A connection handle whose pushes go into `inbox`.
+    pub fn new(id: u64, inbox: mpsc::Sender<Push>) -> Conn {
+        Conn {
+            id,
+            inbox,
+            closed: CancellationToken::new(),
+            reason: AtomicU8::new(0),
+        }
+    }
+
+    /// Asks the connection to close, saying `code`; the first reason given wins.
+    pub fn close(&self, code: Code) {
+        let _ = self
+            .reason
+            .compare_exchange(0, code.number(), Ordering::AcqRel, Ordering::Acquire);
+        self.closed.cancel();
+    }
+
+    /// Stops the connection without a goodbye frame (its peer is gone or stuck).
+    pub fn abort(&self) {
+        self.closed.cancel();
+    }
+
+    /// Why the connection was asked to close, if it was.
+    pub fn close_reason(&self) -> Option<Code> {
+        Code::from_number(self.reason.load(Ordering::Acquire)).filter(|c| c.number() != 0)
+    }
+
+    /// Completes when [`Conn::close`] is called.
+    pub fn closed(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.closed.cancelled()
+    }
+
+    /// Whether [`Conn::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+}
+
+/// Presence and routing, as the connection code sees them.
+pub trait Hub: CommitSink {
+    /// Marks `user` online on `conn`; a previous connection of the user is closed with `e`/64.
+    fn register(&self, user: &str, conn: Arc<Conn>);
+    /// Marks `user` offline, if `conn_id` is still its connection.
+    fn unregister(&self, user: &str, conn_id: u64);
+    /// Online users, sorted.
+    fn online_users(&self) -> Vec<String>;
+}
+
+/// The in-process hub.
+#[derive(Debug, Default)]
+pub struct LocalHub {
+    online: Mutex<HashMap<String, Arc<Conn>>>,
+}
+
+impl LocalHub {
+    /// An empty hub.
+    pub fn new() -> LocalHub {
+        LocalHub::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Conn>>> {
+        // The map stays consistent at every step, so a panic elsewhere cannot leave it torn.
+        self.online.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `push` to `conn`; a full inbox closes it as a slow consumer.
+    fn offer(&self, user: &str, conn: &Conn, push: Push) -> bool {
+        match conn.inbox.try_send(push) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                conn.close(Code::SlowConsumer);
+                self.unregister(user, conn.id);
+                false
+            }
+            Err(TrySendError::Closed(_)) => {
+                self.unregister(user, conn.id);
+                false
+            }
+        }
+    }
+}
+
+impl Hub for LocalHub {
+    fn register(&self, user: &str, conn: Arc<Conn>) {
+        let previous = self.lock().insert(user.to_string(), conn);
+        if let Some(old) = previous {
+            old.close(Code::TakenOver);
+        }
+    }
+
+    fn unregister(&self, user: &str, conn_id: u64) {
+        let mut online = self.lock();
+        if online.get(user).is_some_and(|c| c.id == conn_id) {
+            online.remove(user);
+        }
+    }
+
+    fn online_users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self.lock().keys().cloned().collect();
+        users.sort_unstable();
+        users
+    }
+}
+
+impl CommitSink for LocalHub {
+    fn committed(&self, message: &ChatMessage) -> Routed {
+        let push = Push {
+            msg_id: message.msg_id,
+            direct: message.to.is_some(),
+            frame: message.encode_push(),
+        };
+        match &message.to {
+            Some(to) => {
+                let Some(conn) = self.lock().get(to).cloned() else {
+                    return Routed::default();
+                };
+                Routed {
+                    delivered: self.offer(to, &conn, push),
+                    recipients: 0,
+                }
+            }
+            None => {
+                // Snapshot the recipients so the map is not locked while queueing.
+                let targets: Vec<(String, Arc<Conn>)> = self
+                    .lock()
+                    .iter()
+                    .filter(|(user, _)| **user != message.from)
+                    .map(|(user, conn)| (user.clone(), conn.clone()))
+                    .collect();
+                let recipients = targets
+                    .iter()
+                    .filter(|(user, conn)| self.offer(user, conn, push.clone()))
+                    .count() as u64;
+                Routed {
+                    delivered: false,
+                    recipients,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(id: u64, cap: usize) -> (Arc<Conn>, mpsc::Receiver<Push>) {
+        let (tx, rx) = mpsc::channel(cap);
+        (Arc::new(Conn::new(id, tx)), rx)
+    }
+
+    fn msg(id: u64, from: &str, to: Option<&str>) -> ChatMessage {
+        ChatMessage { msg_id: id, from: from.into(), to: to.map(Into::into), text: "t".into(), ts: 0 }
+    }
+
+    #[test]
+    fn takeover_closes_the_older_connection() {
+        let hub = LocalHub::new();
+        let (a1, _r1) = conn(1, 4);
+        let (a2, _r2) = conn(2, 4);
+        hub.register("a", a1.clone());
+        hub.register("a", a2.clone());
+        assert_eq!(a1.close_reason(), Some(Code::TakenOver));
+        assert!(!a2.is_closed());
+        hub.unregister("a", 1); // the old one leaving does not log out the new one
+        assert_eq!(hub.online_users(), vec!["a"]);
+    }
+
+    #[test]
+    fn direct_routing_and_slow_consumers() {
+        let hub = LocalHub::new();
+        let (b, mut rb) = conn(1, 1);
+        assert!(!hub.committed(&msg(1, "a", Some("b"))).delivered);
+        hub.register("b", b.clone());
+        assert!(hub.committed(&msg(2, "a", Some("b"))).delivered);
+        assert!(!hub.committed(&msg(3, "a", Some("b"))).delivered);
+        assert_eq!(b.close_reason(), Some(Code::SlowConsumer));
+        assert!(hub.online_users().is_empty());
+        assert_eq!(rb.try_recv().unwrap().msg_id, 2);
+    }
+
+    #[test]
+    fn broadcast_shares_one_encoding_and_skips_the_sender() {
+        let hub = LocalHub::new();
+        let (a, mut ra) = conn(1, 4);
+        let (b, mut rb) = conn(2, 4);
+        let (c, mut rc) = conn(3, 4);
+        hub.register("a", a);
+        hub.register("b", b);
+        hub.register("c", c);
+        assert_eq!(hub.committed(&msg(9, "a", None)).recipients, 2);
+        assert!(ra.try_recv().is_err());
+        let fb = rb.try_recv().unwrap().frame;
+        let fc = rc.try_recv().unwrap().frame;
+        assert_eq!(fb.as_ptr(), fc.as_ptr());
+    }
+}

@@ -1,0 +1,191 @@
+//! The tokio server: the accept loop and its limits, graceful shutdown, and the
+//! shared [`Context`] every connection task reads.
+//!
+//! [`Server::bind`] opens the store and binds the port (port 0 picks a free
+//! one, which tests rely on); [`Server::run`] serves until
+//! [`ServerHandle::shutdown`] is called. Shutdown stops accepting, tells every
+//! connection `e`/65, waits for the connection tasks (with a deadline), then
+//! closes the store, which commits what is pending: every message that was
+//! answered `r`/50 or `r`/51 was durable before its answer left.
+
+pub mod accounts;
+pub mod connection;
+pub mod hub;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+use crate::store::{SqliteStore, Store, StoreError};
+use accounts::{AccountError, Accounts};
+use hub::{Hub, LocalHub};
+
+/// What can stop a server from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The address could not be bound (in use, not local, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// `host:port` as configured.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An account operation failed.
+    #[error(transparent)]
+    Account(#[from] AccountError),
+}
+
+/// What every connection task shares.
+pub struct Context {
+    /// The settings the server was started with.
+    pub config: ServerConfig,
+    /// Users and the message log.
+    pub store: Arc<dyn Store>,
+    /// Presence and routing.
+    pub hub: Arc<dyn Hub>,
+    /// Password checks and user creation.
+    pub accounts: Accounts,
+    /// Cancelled once, when the server starts shutting down.
+    pub shutdown: CancellationToken,
+    conn_ids: AtomicU64,
+}
+
+impl Context {
+    fn next_conn_id(&self) -> u64 {
+        self.conn_ids.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    ctx: Arc<Context>,
+    tracker: TaskTracker,
+}
+
+/// A cloneable handle to a running server: presence, accounts and shutdown.
+#[derive(Clone)]
+pub struct ServerHandle {
+    ctx: Arc<Context>,
+    local_addr: SocketAddr,
+}
+
+impl Server {
+    /// Validates `config`, opens its store and binds its address.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        config.validate().map_err(ServerError::Config)?;
+        let hub = Arc::new(LocalHub::new());
+        let sink = hub.clone();
+        let db = config.db.clone();
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, sink))
+            .await
+            .map_err(|e| StoreError::Open { path: config.db.clone(), reason: e.to_string() })??;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let addr = format!("{}:{}", config.host, config.port);
+        let listener = match TcpListener::bind((config.host.as_str(), config.port)).await {
+            Ok(l) => l,
+            Err(source) => {
+                let _ = store.close().await;
+                return Err(ServerError::Bind { addr, source });
+            }
+        };
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        let ctx = Arc::new(Context {
+            accounts: Accounts::new(store.clone()),
+            config,
+            store,
+            hub,
+            shutdown: CancellationToken::new(),
+            conn_ids: AtomicU64::new(0),
+        });
+        Ok(Server { listener, local_addr, ctx, tracker: TaskTracker::new() })
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle for presence, accounts and shutdown.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle { ctx: self.ctx.clone(), local_addr: self.local_addr }
+    }
+
+    /// Serves until [`ServerHandle::shutdown`], then shuts down gracefully.
+    pub async fn run(self) -> Result<(), ServerError> {
+        let Server { listener, ctx, tracker, .. } = self;
+        let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => break,
+                a = listener.accept() => a,
+            };
+            match accepted {
+                Ok((stream, _peer)) => match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tracker.spawn(connection::serve(stream, ctx.clone(), permit));
+                    }
+                    Err(_) => {
+                        tracker.spawn(connection::refuse_full(stream));
+                    }
+                },
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        drop(listener);
+        tracker.close();
+        if tokio::time::timeout(ctx.config.shutdown_grace, tracker.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within the shutdown grace period");
+        }
+        ctx.store.close().await?;
+        Ok(())
+    }
+}
+
+impl ServerHandle {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Online users, sorted.
+    pub fn online_users(&self) -> Vec<String> {
+        self.ctx.hub.online_users()
+    }
+
+    /// Creates a user (the same rules as `register`, whether or not registration is open).
+    pub async fn add_user(&self, name: &str, password: &str) -> Result<(), ServerError> {
+        Ok(self.ctx.accounts.create(name, password).await?)
+    }
+
+    /// Starts a graceful shutdown; [`Server::run`] returns once it is done.
+    pub fn shutdown(&self) {
+        self.ctx.shutdown.cancel();
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.ctx.shutdown.is_cancelled()
+    }
+}

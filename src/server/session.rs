@@ -1,0 +1,231 @@
+//! One connection's session state machine: turns each valid envelope into the
+//! frames that answer it, as values, and owns the login state.
+//!
+//! The code table decides the shape of every failure: `m` requests fail with
+//! `e` frames, `q` requests with `r` frames, and each failure's code comes from
+//! a [`Rejection`] or a store error, never a bare number.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::hub::Conn;
+use super::Context;
+use crate::protocol::code::{Code, Status};
+use crate::protocol::envelope::{encode_error, Envelope, Id};
+use crate::protocol::reply::{self, heartbeat_number, LoginOk, Messages, Receipt, Registered, ReqEcho, Users};
+use crate::protocol::request::{Credential, Login, Rejection, Request, RequestKind};
+use crate::server::accounts::{new_session_token, AccountError};
+use crate::store::{NewMessage, StoreError};
+
+/// What the connection must do after a request.
+#[derive(Debug, PartialEq)]
+pub enum Outbound {
+    /// Write this frame.
+    Frame(Bytes),
+    /// Start pushing the user's stored messages, then live ones (after `r`/10).
+    StartDelivery(Arc<str>),
+    /// Write what is queued, then close the connection.
+    Close,
+}
+
+enum State {
+    Anonymous { failed_logins: u32 },
+    LoggedIn { user: Arc<str> },
+}
+
+/// The per-connection session.
+pub struct Session {
+    ctx: Arc<Context>,
+    conn: Arc<Conn>,
+    local_port: u16,
+    state: State,
+}
+
+impl Session {
+    /// A session that has not logged in.
+    pub fn new(ctx: Arc<Context>, conn: Arc<Conn>, local_port: u16) -> Session {
+        Session {
+            ctx,
+            conn,
+            local_port,
+            state: State::Anonymous { failed_logins: 0 },
+        }
+    }
+
+    /// The logged-in user, if any.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        match &self.state {
+            State::LoggedIn { user } => Some(user),
+            State::Anonymous { .. } => None,
+        }
+    }
+
+    /// Answers one received line.
+    pub async fn handle_line(&mut self, line: &[u8], out: &mut Vec<Outbound>) {
+        match Envelope::parse(line) {
+            Ok(env) => self.handle(env, out).await,
+            Err(e) => out.push(Outbound::Frame(encode_error(e.code(), &e.to_string(), e.id()))),
+        }
+    }
+
+    async fn handle(&mut self, env: Envelope, out: &mut Vec<Outbound>) {
+        let Some(kind) = RequestKind::of(&env) else {
+            // Client `r` frames (pong, acks) and `e` frames get no reply; any frame
+            // already counted as a sign of life.
+            return;
+        };
+        let id = env.id.clone();
+        let logged_in = self.user().is_some();
+        if !logged_in && !kind.allowed_before_login() {
+            let (code, text) = if kind.is_message() {
+                (Code::MessageNotLoggedIn, "log in before sending messages")
+            } else {
+                (Code::NotLoggedIn, "log in first")
+            };
+            out.push(fail(code, text, id.as_ref()));
+            return;
+        }
+        if logged_in && kind == RequestKind::Login {
+            out.push(fail(Code::AlreadyLoggedIn, "this connection is already logged in", id.as_ref()));
+            return;
+        }
+        if logged_in && kind == RequestKind::Register {
+            out.push(fail(Code::UnknownRequest, "register is only available before login", id.as_ref()));
+            return;
+        }
+        if kind == RequestKind::Register && !self.ctx.config.registration_open {
+            out.push(fail(Code::RegistrationClosed, "registration is closed on this server", id.as_ref()));
+            return;
+        }
+        let request = match Request::parse(kind, &env.info, self.ctx.config.max_text_bytes) {
+            Ok(r) => r,
+            Err(Rejection { code, reason }) => {
+                out.push(fail(code, &reason, id.as_ref()));
+                return;
+            }
+        };
+        let id = id.as_ref();
+        match request {
+            Request::Login(login) => self.login(login, id, out).await,
+            Request::Register(r) => {
+                let frame = match self.ctx.accounts.create(&r.user, &r.password).await {
+                    Ok(()) => reply::encode_reply(Code::QueryOk, &Registered { user: r.user }, id),
+                    Err(AccountError::Store(StoreError::UserExists(u))) => {
+                        encode_error(Code::NameTaken, &format!("the name {u:?} is taken"), id)
+                    }
+                    Err(AccountError::InvalidName(_) | AccountError::InvalidPassword) => {
+                        encode_error(Code::BadArguments, "invalid name or password", id)
+                    }
+                    Err(e) => internal(&e, id),
+                };
+                out.push(Outbound::Frame(frame));
+            }
+            Request::Ping => out.push(Outbound::Frame(reply::encode_reply(
+                Code::QueryOk,
+                &ReqEcho { req: "pong".into() },
+                id,
+            ))),
+            Request::Users => {
+                let users = self.ctx.hub.online_users();
+                out.push(Outbound::Frame(reply::encode_reply(Code::QueryOk, &Users { users }, id)));
+            }
+            Request::History(h) => {
+                let user = self.user().map(|u| u.to_string()).unwrap_or_default();
+                let frame = match self.ctx.store.history(user, h.with, h.before, h.limit).await {
+                    Ok(messages) => reply::encode_reply(Code::QueryOk, &Messages { messages }, id),
+                    Err(e) => internal(&e, id),
+                };
+                out.push(Outbound::Frame(frame));
+            }
+            Request::Logout => {
+                if let Some(user) = self.user().cloned() {
+                    self.ctx.hub.unregister(&user, self.conn.id);
+                }
+                self.state = State::Anonymous { failed_logins: 0 };
+                out.push(Outbound::Frame(reply::encode_reply(
+                    Code::QueryOk,
+                    &ReqEcho { req: "logout".into() },
+                    id,
+                )));
+                out.push(Outbound::Close);
+            }
+            Request::Direct(d) => {
+                let from = self.user().map(|u| u.to_string()).unwrap_or_default();
+                let message = NewMessage { from, to: Some(d.to), text: d.text, nonce: d.nonce };
+                let frame = match self.ctx.store.append(message).await {
+                    Ok(a) => {
+                        let code = if a.routed.delivered { Code::Delivered } else { Code::Stored };
+                        let receipt = Receipt { msg_id: a.message.msg_id, recipients: None, duplicate: false };
+                        reply::encode_reply(code, &receipt, id)
+                    }
+                    Err(StoreError::NoSuchUser(u)) => encode_error(Code::NoSuchUser, &format!("no such user {u:?}"), id),
+                    Err(e) => internal(&e, id),
+                };
+                out.push(Outbound::Frame(frame));
+            }
+            Request::Broadcast(b) => {
+                let from = self.user().map(|u| u.to_string()).unwrap_or_default();
+                let message = NewMessage { from, to: None, text: b.text, nonce: b.nonce };
+                let frame = match self.ctx.store.append(message).await {
+                    Ok(a) => {
+                        let receipt = Receipt {
+                            msg_id: a.message.msg_id,
+                            recipients: Some(a.routed.recipients),
+                            duplicate: false,
+                        };
+                        reply::encode_reply(Code::Delivered, &receipt, id)
+                    }
+                    Err(e) => internal(&e, id),
+                };
+                out.push(Outbound::Frame(frame));
+            }
+        }
+    }
+
+    async fn login(&mut self, login: Login, id: Option<&Id>, out: &mut Vec<Outbound>) {
+        let verified = match &login.credential {
+            Credential::Password(password) => self.ctx.accounts.verify(&login.user, password).await,
+            // Session resume is not kept yet: every token is unknown, and counts as a failure.
+            Credential::Session(_) => Ok(false),
+        };
+        match verified {
+            Err(e) => out.push(Outbound::Frame(internal(&e, id))),
+            Ok(false) => {
+                let State::Anonymous { failed_logins } = &mut self.state else { return };
+                *failed_logins += 1;
+                if *failed_logins >= self.ctx.config.max_failed_logins {
+                    out.push(fail(Code::TooManyAttempts, "too many failed logins; closing the connection", id));
+                    out.push(Outbound::Close);
+                } else {
+                    out.push(fail(Code::BadCredentials, "wrong name or password", id));
+                }
+            }
+            Ok(true) => {
+                let user: Arc<str> = Arc::from(login.user.as_str());
+                // Registering first means no message committed from now on can miss this
+                // connection; the writer's catch-up reads everything committed before.
+                self.ctx.hub.register(&user, self.conn.clone());
+                self.state = State::LoggedIn { user: user.clone() };
+                let info = LoginOk {
+                    user: login.user,
+                    session: new_session_token(),
+                    port: self.local_port,
+                    heartbeat: heartbeat_number(self.ctx.config.heartbeat),
+                };
+                out.push(Outbound::Frame(reply::encode_reply(Code::LoginOk, &info, id)));
+                out.push(Outbound::StartDelivery(user));
+            }
+        }
+    }
+}
+
+fn fail(code: Code, reason: &str, id: Option<&Id>) -> Outbound {
+    debug_assert!(matches!(code.status(), Status::Response | Status::Error));
+    Outbound::Frame(encode_error(code, reason, id))
+}
+
+fn internal(err: &dyn std::fmt::Display, id: Option<&Id>) -> Bytes {
+    tracing::error!("internal error: {err}");
+    encode_error(Code::Internal, "internal error; the request had no effect", id)
+}

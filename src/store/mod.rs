@@ -1,0 +1,125 @@
+//! The store: users, the message log and per-user delivery cursors.
+//!
+//! Connection code sees only the [`Store`] trait, so a clustered store (say
+//! PostgreSQL) can replace the embedded SQLite one ([`SqliteStore`]) without the
+//! protocol or connection code knowing. The store, not the hub, assigns
+//! `msg_id`, and it reports every committed message to a [`CommitSink`] in
+//! `msg_id` order *after* it is durable: that ordered feed is what lets a
+//! recipient's single delivery cursor be sound (everything at or below it was
+//! written to the recipient's connection).
+
+mod schema;
+mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::protocol::reply::ChatMessage;
+use crate::protocol::request::Peer;
+
+pub use sqlite::SqliteStore;
+
+/// A store operation in flight.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// What can go wrong in the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or is not a MoeChat database.
+    #[error("cannot open database {path}: {reason}")]
+    Open {
+        /// The path given.
+        path: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A user of that name already exists.
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+    /// No user of that name.
+    #[error("no such user {0:?}")]
+    NoSuchUser(String),
+    /// SQLite failed while running an operation; it had no effect.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A whole transaction failed (could not begin or commit); none of it took effect.
+    #[error("database error: {0}")]
+    Transaction(String),
+    /// The store has been closed.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// A message to append to the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The sender's name.
+    pub from: String,
+    /// The recipient; `None` for a broadcast.
+    pub to: Option<String>,
+    /// The text.
+    pub text: String,
+    /// The sender's idempotency key.
+    pub nonce: Option<String>,
+}
+
+/// What routing did with a committed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Routed {
+    /// For a direct message: queued to the recipient's live connection.
+    pub delivered: bool,
+    /// For a broadcast: the number of connections it was queued to.
+    pub recipients: u64,
+}
+
+/// An appended message and what routing did with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The message as stored, with its `msg_id` and `ts`.
+    pub message: ChatMessage,
+    /// The sink's answer.
+    pub routed: Routed,
+}
+
+/// Receives every committed message, in `msg_id` order, once it is durable.
+///
+/// Called on the store's own thread: implementations must not block.
+pub trait CommitSink: Send + Sync + 'static {
+    /// Routes one message.
+    fn committed(&self, message: &ChatMessage) -> Routed;
+}
+
+/// A sink that routes nothing: for tools that use the store without a server.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoRouting;
+
+impl CommitSink for NoRouting {
+    fn committed(&self, _message: &ChatMessage) -> Routed {
+        Routed::default()
+    }
+}
+
+/// The store interface the server is written against.
+pub trait Store: Send + Sync + 'static {
+    /// Creates a user with a PHC password hash; [`StoreError::UserExists`] if taken.
+    fn create_user(&self, name: String, password_hash: String) -> StoreFuture<'_, ()>;
+    /// The user's PHC password hash, or `None` if there is no such user.
+    fn password_hash(&self, name: String) -> StoreFuture<'_, Option<String>>;
+    /// Deletes a user and the direct messages to and from it; `false` if there was none.
+    fn delete_user(&self, name: String) -> StoreFuture<'_, bool>;
+    /// All user names, sorted.
+    fn list_users(&self) -> StoreFuture<'_, Vec<String>>;
+    /// Makes a message durable, then routes it through the sink.
+    /// A direct message to a user that does not exist is [`StoreError::NoSuchUser`].
+    fn append(&self, message: NewMessage) -> StoreFuture<'_, Appended>;
+    /// Direct messages to `user` above `after` (default: the user's delivery cursor),
+    /// oldest first, at most `limit`.
+    fn undelivered(&self, user: String, after: Option<u64>, limit: u32) -> StoreFuture<'_, Vec<ChatMessage>>;
+    /// The conversation of `user` with `peer`, the newest `limit` below `before`, oldest first.
+    fn history(&self, user: String, peer: Peer, before: Option<u64>, limit: u32) -> StoreFuture<'_, Vec<ChatMessage>>;
+    /// Records that every direct message to `user` up to `msg_id` was written to its connection.
+    /// Never blocks; cursors are coalesced and written with the next group commit.
+    fn advance_cursor(&self, user: &str, msg_id: u64);
+    /// Writes what is pending and stops; later calls fail with [`StoreError::Closed`].
+    fn close(&self) -> StoreFuture<'_, ()>;
+}

@@ -1,0 +1,519 @@
+//! The embedded store: one SQLite connection owned by one thread.
+//!
+//! Async callers send commands over a bounded channel and await a oneshot, so
+//! SQLite never runs on a tokio worker. The thread drains whatever commands
+//! have queued up and runs them in one `BEGIN IMMEDIATE … COMMIT` (group
+//! commit): messages that arrive while a transaction commits go into the next
+//! one, so durability costs one fsync per batch, not per message. Only after
+//! the commit does it route the batch's messages, in `msg_id` order, and answer
+//! the callers; so nothing is acknowledged before it is on disk.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use super::schema;
+use super::{Appended, CommitSink, NewMessage, Store, StoreError, StoreFuture};
+use crate::config::MEMORY_DB;
+use crate::protocol::reply::ChatMessage;
+use crate::protocol::request::Peer;
+
+/// Commands queued for the store thread before callers wait (backpressure).
+const QUEUE: usize = 8_192;
+/// Most commands in one transaction; bounds the latency one batch adds to the next.
+const MAX_BATCH: usize = 2_048;
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Command {
+    CreateUser { name: String, hash: String, reply: Reply<()> },
+    PasswordHash { name: String, reply: Reply<Option<String>> },
+    DeleteUser { name: String, reply: Reply<bool> },
+    ListUsers { reply: Reply<Vec<String>> },
+    Append { message: NewMessage, reply: Reply<Appended> },
+    Undelivered { user: String, after: Option<u64>, limit: u32, reply: Reply<Vec<ChatMessage>> },
+    History { user: String, peer: Peer, before: Option<u64>, limit: u32, reply: Reply<Vec<ChatMessage>> },
+    /// Nothing to do but flush coalesced cursors.
+    Wake,
+    Close { reply: Reply<()> },
+}
+
+/// Cursor advances waiting for the next transaction, by user: only the highest matters.
+type PendingCursors = Arc<Mutex<HashMap<String, u64>>>;
+
+/// A handle to the SQLite store thread. Cheap to share behind an `Arc`.
+pub struct SqliteStore {
+    tx: mpsc::Sender<Command>,
+    cursors: PendingCursors,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`, or an
+    /// in-memory one for `:memory:`, and starts its thread. Blocks while opening.
+    pub fn open(path: &str, sink: Arc<dyn CommitSink>) -> Result<SqliteStore, StoreError> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let cursors = PendingCursors::default();
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let owned_path = path.to_string();
+        let thread_cursors = cursors.clone();
+        thread::Builder::new()
+            .name("moechat-store".into())
+            .spawn(move || match open_connection(&owned_path) {
+                Ok(conn) => {
+                    let _ = ready_tx.send(Ok(()));
+                    run(conn, rx, sink, thread_cursors);
+                }
+                Err(reason) => {
+                    let _ = ready_tx.send(Err(reason));
+                }
+            })
+            .map_err(|e| StoreError::Open { path: path.into(), reason: e.to_string() })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(SqliteStore { tx, cursors }),
+            Ok(Err(reason)) => Err(StoreError::Open { path: path.into(), reason }),
+            Err(_) => Err(StoreError::Open { path: path.into(), reason: "the store thread died".into() }),
+        }
+    }
+
+    fn call<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Command) -> StoreFuture<'_, T> {
+        let (reply, rx) = oneshot::channel();
+        let command = make(reply);
+        Box::pin(async move {
+            self.tx.send(command).await.map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_user(&self, name: String, password_hash: String) -> StoreFuture<'_, ()> {
+        self.call(|reply| Command::CreateUser { name, hash: password_hash, reply })
+    }
+
+    fn password_hash(&self, name: String) -> StoreFuture<'_, Option<String>> {
+        self.call(|reply| Command::PasswordHash { name, reply })
+    }
+
+    fn delete_user(&self, name: String) -> StoreFuture<'_, bool> {
+        self.call(|reply| Command::DeleteUser { name, reply })
+    }
+
+    fn list_users(&self) -> StoreFuture<'_, Vec<String>> {
+        self.call(|reply| Command::ListUsers { reply })
+    }
+
+    fn append(&self, message: NewMessage) -> StoreFuture<'_, Appended> {
+        self.call(|reply| Command::Append { message, reply })
+    }
+
+    fn undelivered(&self, user: String, after: Option<u64>, limit: u32) -> StoreFuture<'_, Vec<ChatMessage>> {
+        self.call(|reply| Command::Undelivered { user, after, limit, reply })
+    }
+
+    fn history(&self, user: String, peer: Peer, before: Option<u64>, limit: u32) -> StoreFuture<'_, Vec<ChatMessage>> {
+        self.call(|reply| Command::History { user, peer, before, limit, reply })
+    }
+
+    fn advance_cursor(&self, user: &str, msg_id: u64) {
+        {
+            let mut pending = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+            let slot = pending.entry(user.to_string()).or_insert(0);
+            *slot = (*slot).max(msg_id);
+        }
+        // A full queue means the thread is busy and flushes cursors with its next batch anyway.
+        let _ = self.tx.try_send(Command::Wake);
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        let (reply, rx) = oneshot::channel();
+        Box::pin(async move {
+            if self.tx.send(Command::Close { reply }).await.is_err() {
+                return Ok(()); // already closed
+            }
+            rx.await.unwrap_or(Ok(()))
+        })
+    }
+}
+
+fn open_connection(path: &str) -> Result<Connection, String> {
+    let mut conn = if path == MEMORY_DB {
+        Connection::open_in_memory()
+    } else {
+        Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+    }
+    .map_err(|e| e.to_string())?;
+    // WAL lets CLI tools read while the server writes; FULL makes each commit survive power loss.
+    let setup = || -> rusqlite::Result<()> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(())
+    };
+    setup().map_err(|e| e.to_string())?;
+    schema::migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// A command's result, held until the transaction commits.
+enum Done {
+    Unit(Reply<()>, Result<(), StoreError>),
+    Hash(Reply<Option<String>>, Result<Option<String>, StoreError>),
+    Bool(Reply<bool>, Result<bool, StoreError>),
+    Names(Reply<Vec<String>>, Result<Vec<String>, StoreError>),
+    Messages(Reply<Vec<ChatMessage>>, Result<Vec<ChatMessage>, StoreError>),
+    Appended(Reply<Appended>, Result<ChatMessage, StoreError>),
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, sink: Arc<dyn CommitSink>, cursors: PendingCursors) {
+    let mut close_reply = None;
+    let mut batch = Vec::with_capacity(64);
+    while close_reply.is_none() {
+        let Some(first) = rx.blocking_recv() else { break };
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        close_reply = run_batch(&mut conn, &mut batch, sink.as_ref(), &cursors);
+    }
+    // Flush what the last batch did not see, then close the file before saying so.
+    let mut empty = Vec::new();
+    run_batch(&mut conn, &mut empty, sink.as_ref(), &cursors);
+    drop(conn);
+    if let Some(reply) = close_reply {
+        let _ = reply.send(Ok(()));
+    }
+}
+
+/// Runs `batch` in one transaction; returns the reply of a `Close` found in it.
+fn run_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Command>,
+    sink: &dyn CommitSink,
+    cursors: &PendingCursors,
+) -> Option<Reply<()>> {
+    let pending_cursors = std::mem::take(&mut *cursors.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut done = Vec::with_capacity(batch.len());
+    let mut close = None;
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let reason = e.to_string();
+            for command in batch.drain(..) {
+                fail(command, &reason, &mut close);
+            }
+            return close;
+        }
+    };
+    let mut cursor_result = Ok(());
+    for (user, id) in &pending_cursors {
+        if let Err(e) = tx.execute(
+            "UPDATE users SET delivered_id = MAX(delivered_id, ?2) WHERE name = ?1",
+            params![user, to_sql_id(*id)],
+        ) {
+            cursor_result = Err(e);
+        }
+    }
+    for command in batch.drain(..) {
+        if close.is_some() {
+            // Commands after Close are refused; their callers see StoreError::Closed.
+            drop(command);
+            continue;
+        }
+        done.push(match command {
+            Command::CreateUser { name, hash, reply } => Done::Unit(reply, create_user(&tx, name, &hash)),
+            Command::PasswordHash { name, reply } => Done::Hash(reply, password_hash(&tx, &name)),
+            Command::DeleteUser { name, reply } => Done::Bool(reply, delete_user(&tx, &name)),
+            Command::ListUsers { reply } => Done::Names(reply, list_users(&tx)),
+            Command::Append { message, reply } => Done::Appended(reply, append(&tx, message)),
+            Command::Undelivered { user, after, limit, reply } => {
+                Done::Messages(reply, undelivered(&tx, &user, after, limit))
+            }
+            Command::History { user, peer, before, limit, reply } => {
+                Done::Messages(reply, history(&tx, &user, &peer, before, limit))
+            }
+            Command::Wake => continue,
+            Command::Close { reply } => {
+                close = Some(reply);
+                continue;
+            }
+        });
+    }
+    if let Err(e) = cursor_result {
+        tracing::warn!("delivery cursors not saved: {e}");
+    }
+    if let Err(e) = tx.commit() {
+        let reason = format!("commit failed: {e}");
+        tracing::error!("{reason}");
+        for d in done {
+            d.fail(&reason);
+        }
+        return close;
+    }
+    for d in done {
+        d.answer(sink);
+    }
+    close
+}
+
+fn fail(command: Command, reason: &str, close: &mut Option<Reply<()>>) {
+    let err = || StoreError::Transaction(reason.into());
+    match command {
+        Command::CreateUser { reply, .. } => drop(reply.send(Err(err()))),
+        Command::PasswordHash { reply, .. } => drop(reply.send(Err(err()))),
+        Command::DeleteUser { reply, .. } => drop(reply.send(Err(err()))),
+        Command::ListUsers { reply } => drop(reply.send(Err(err()))),
+        Command::Append { reply, .. } => drop(reply.send(Err(err()))),
+        Command::Undelivered { reply, .. } | Command::History { reply, .. } => drop(reply.send(Err(err()))),
+        Command::Wake => {}
+        Command::Close { reply } => *close = Some(reply),
+    }
+}
+
+impl Done {
+    fn answer(self, sink: &dyn CommitSink) {
+        // A caller that went away (its connection closed) simply drops the answer.
+        match self {
+            Done::Unit(r, v) => drop(r.send(v)),
+            Done::Hash(r, v) => drop(r.send(v)),
+            Done::Bool(r, v) => drop(r.send(v)),
+            Done::Names(r, v) => drop(r.send(v)),
+            Done::Messages(r, v) => drop(r.send(v)),
+            Done::Appended(r, v) => {
+                let v = v.map(|message| {
+                    let routed = sink.committed(&message);
+                    Appended { message, routed }
+                });
+                drop(r.send(v));
+            }
+        }
+    }
+
+    fn fail(self, reason: &str) {
+        let err = || StoreError::Transaction(reason.into());
+        match self {
+            Done::Unit(r, _) => drop(r.send(Err(err()))),
+            Done::Hash(r, _) => drop(r.send(Err(err()))),
+            Done::Bool(r, _) => drop(r.send(Err(err()))),
+            Done::Names(r, _) => drop(r.send(Err(err()))),
+            Done::Messages(r, _) => drop(r.send(Err(err()))),
+            Done::Appended(r, _) => drop(r.send(Err(err()))),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// `msg_id`s are positive SQLite rowids; a caller's bound past `i64::MAX` means "no bound".
+fn to_sql_id(id: u64) -> i64 {
+    i64::try_from(id).unwrap_or(i64::MAX)
+}
+
+fn create_user(tx: &rusqlite::Transaction<'_>, name: String, hash: &str) -> Result<(), StoreError> {
+    let inserted = tx.execute(
+        "INSERT INTO users (name, pw_hash, created_ms) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+        params![name, hash, now_ms()],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::UserExists(name));
+    }
+    Ok(())
+}
+
+fn password_hash(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<Option<String>, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT pw_hash FROM users WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?)
+}
+
+fn delete_user(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<bool, StoreError> {
+    let n = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
+    if n > 0 {
+        tx.execute(
+            "DELETE FROM messages WHERE recipient IS NOT NULL AND (recipient = ?1 OR sender = ?1)",
+            [name],
+        )?;
+    }
+    Ok(n > 0)
+}
+
+fn list_users(tx: &rusqlite::Transaction<'_>) -> Result<Vec<String>, StoreError> {
+    let mut stmt = tx.prepare_cached("SELECT name FROM users ORDER BY name")?;
+    let names = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    Ok(names)
+}
+
+fn append(tx: &rusqlite::Transaction<'_>, m: NewMessage) -> Result<ChatMessage, StoreError> {
+    if let Some(to) = &m.to {
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM users WHERE name = ?1")?
+            .query_row([to], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !exists {
+            return Err(StoreError::NoSuchUser(to.clone()));
+        }
+    }
+    let ts = now_ms();
+    tx.prepare_cached("INSERT INTO messages (sender, recipient, text, ts, nonce) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![m.from, m.to, m.text, ts, m.nonce])?;
+    let msg_id = u64::try_from(tx.last_insert_rowid()).unwrap_or(0);
+    Ok(ChatMessage { msg_id, from: m.from, to: m.to, text: m.text, ts })
+}
+
+fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChatMessage> {
+    Ok(ChatMessage {
+        msg_id: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+        from: r.get(1)?,
+        to: r.get(2)?,
+        text: r.get(3)?,
+        ts: r.get(4)?,
+    })
+}
+
+fn undelivered(
+    tx: &rusqlite::Transaction<'_>,
+    user: &str,
+    after: Option<u64>,
+    limit: u32,
+) -> Result<Vec<ChatMessage>, StoreError> {
+    let after = match after {
+        Some(a) => to_sql_id(a),
+        None => tx
+            .prepare_cached("SELECT delivered_id FROM users WHERE name = ?1")?
+            .query_row([user], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0),
+    };
+    let mut stmt = tx.prepare_cached(
+        "SELECT msg_id, sender, recipient, text, ts FROM messages
+         WHERE recipient = ?1 AND msg_id > ?2 ORDER BY msg_id LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![user, after, limit], row_to_message)?.collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+fn history(
+    tx: &rusqlite::Transaction<'_>,
+    user: &str,
+    peer: &Peer,
+    before: Option<u64>,
+    limit: u32,
+) -> Result<Vec<ChatMessage>, StoreError> {
+    let before = before.map_or(i64::MAX, to_sql_id);
+    let mut rows: Vec<ChatMessage> = match peer {
+        Peer::User(other) => tx
+            .prepare_cached(
+                "SELECT msg_id, sender, recipient, text, ts FROM messages
+                 WHERE ((recipient = ?1 AND sender = ?2) OR (recipient = ?2 AND sender = ?1))
+                   AND msg_id < ?3
+                 ORDER BY msg_id DESC LIMIT ?4",
+            )?
+            .query_map(params![user, other, before, limit], row_to_message)?
+            .collect::<Result<_, _>>()?,
+        Peer::Broadcasts => tx
+            .prepare_cached(
+                "SELECT msg_id, sender, recipient, text, ts FROM messages
+                 WHERE recipient IS NULL AND msg_id < ?1
+                 ORDER BY msg_id DESC LIMIT ?2",
+            )?
+            .query_map(params![before, limit], row_to_message)?
+            .collect::<Result<_, _>>()?,
+    };
+    rows.reverse();
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NoRouting, Routed};
+
+    fn store() -> SqliteStore {
+        SqliteStore::open(MEMORY_DB, Arc::new(NoRouting)).unwrap()
+    }
+
+    fn dm(from: &str, to: &str, text: &str) -> NewMessage {
+        NewMessage { from: from.into(), to: Some(to.into()), text: text.into(), nonce: None }
+    }
+
+    #[tokio::test]
+    async fn users_are_unique_and_listed() {
+        let s = store();
+        s.create_user("bob".into(), "h1".into()).await.unwrap();
+        s.create_user("alice".into(), "h2".into()).await.unwrap();
+        assert!(matches!(s.create_user("bob".into(), "h3".into()).await, Err(StoreError::UserExists(_))));
+        assert_eq!(s.list_users().await.unwrap(), vec!["alice", "bob"]);
+        assert_eq!(s.password_hash("bob".into()).await.unwrap().as_deref(), Some("h1"));
+        assert!(s.delete_user("bob".into()).await.unwrap());
+        assert!(!s.delete_user("bob".into()).await.unwrap());
+        assert_eq!(s.password_hash("bob".into()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn append_assigns_increasing_ids_and_checks_the_recipient() {
+        let s = store();
+        s.create_user("a".into(), "h".into()).await.unwrap();
+        s.create_user("b".into(), "h".into()).await.unwrap();
+        let m1 = s.append(dm("a", "b", "one")).await.unwrap();
+        let m2 = s.append(dm("b", "a", "two")).await.unwrap();
+        assert!(m2.message.msg_id > m1.message.msg_id);
+        assert_eq!(m1.routed, Routed::default());
+        assert!(matches!(s.append(dm("a", "nobody", "x")).await, Err(StoreError::NoSuchUser(_))));
+        let h = s.history("a".into(), Peer::User("b".into()), None, 50).await.unwrap();
+        assert_eq!(h.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), vec!["one", "two"]);
+        let h = s.history("a".into(), Peer::User("b".into()), Some(m2.message.msg_id), 50).await.unwrap();
+        assert_eq!(h.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn cursor_hides_delivered_messages() {
+        let s = store();
+        s.create_user("a".into(), "h".into()).await.unwrap();
+        s.create_user("b".into(), "h".into()).await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            ids.push(s.append(dm("a", "b", &i.to_string())).await.unwrap().message.msg_id);
+        }
+        assert_eq!(s.undelivered("b".into(), None, 100).await.unwrap().len(), 5);
+        s.advance_cursor("b", ids[2]);
+        let rest = s.undelivered("b".into(), None, 100).await.unwrap();
+        assert_eq!(rest.iter().map(|m| m.msg_id).collect::<Vec<_>>(), ids[3..].to_vec());
+        s.advance_cursor("b", ids[0]); // never goes backwards
+        assert_eq!(s.undelivered("b".into(), None, 100).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn broadcast_history_is_separate() {
+        let s = store();
+        s.create_user("a".into(), "h".into()).await.unwrap();
+        s.append(NewMessage { from: "a".into(), to: None, text: "all".into(), nonce: None }).await.unwrap();
+        let h = s.history("a".into(), Peer::Broadcasts, None, 10).await.unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].to, None);
+        assert!(s.undelivered("a".into(), None, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn close_refuses_later_calls() {
+        let s = store();
+        s.close().await.unwrap();
+        assert!(matches!(s.list_users().await, Err(StoreError::Closed)));
+        s.close().await.unwrap();
+    }
+}
