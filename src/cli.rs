@@ -33,7 +33,13 @@ struct Cli {
     #[arg(long, env = "MOECHAT_DB", default_value = DEFAULT_DB, global = true, value_name = "PATH")]
     db: String,
     /// Log level: error, warn, info, debug or trace
-    #[arg(long, env = "MOECHAT_LOG_LEVEL", default_value = "info", global = true, value_name = "LEVEL")]
+    #[arg(
+        long,
+        env = "MOECHAT_LOG_LEVEL",
+        default_value = "info",
+        global = true,
+        value_name = "LEVEL"
+    )]
     log_level: LogLevel,
 }
 
@@ -46,19 +52,39 @@ struct ServeArgs {
     #[arg(long, env = "MOECHAT_PORT", default_value_t = DEFAULT_PORT)]
     port: u16,
     /// Seconds of client silence before a ping; twice that closes the connection
-    #[arg(long, env = "MOECHAT_HEARTBEAT", default_value_t = 60.0, value_name = "SECS")]
+    #[arg(
+        long,
+        env = "MOECHAT_HEARTBEAT",
+        default_value_t = 60.0,
+        value_name = "SECS"
+    )]
     heartbeat: f64,
     /// Whether anyone may register a user
     #[arg(long, env = "MOECHAT_REGISTRATION", value_enum, default_value = "open")]
     registration: Registration,
     /// Longest accepted frame, bytes
-    #[arg(long, env = "MOECHAT_MAX_FRAME_BYTES", default_value_t = 65_536, value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "MOECHAT_MAX_FRAME_BYTES",
+        default_value_t = 65_536,
+        value_name = "BYTES"
+    )]
     max_frame_bytes: usize,
     /// Longest message text, bytes
-    #[arg(long, env = "MOECHAT_MAX_TEXT_BYTES", default_value_t = 8_192, value_name = "BYTES")]
+    #[arg(
+        long,
+        env = "MOECHAT_MAX_TEXT_BYTES",
+        default_value_t = 8_192,
+        value_name = "BYTES"
+    )]
     max_text_bytes: usize,
     /// Connections served at once
-    #[arg(long, env = "MOECHAT_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N")]
+    #[arg(
+        long,
+        env = "MOECHAT_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        value_name = "N"
+    )]
     max_connections: usize,
 }
 
@@ -162,7 +188,10 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             let config = server_config(&cli.serve, cli.db)?;
             runtime.block_on(serve(config))
         }
-        Some(Command::AddUser { name, password_stdin }) => {
+        Some(Command::AddUser {
+            name,
+            password_stdin,
+        }) => {
             let password = read_password(&name, password_stdin)?;
             runtime.block_on(async {
                 let store = open_store(&cli.db, false)?;
@@ -229,7 +258,9 @@ fn server_config(a: &ServeArgs, db: String) -> Result<ServerConfig, CliError> {
 }
 
 async fn serve(config: ServerConfig) -> Result<(), CliError> {
-    let server = Server::bind(config).await.map_err(|e| CliError::Failed(e.to_string()))?;
+    let server = Server::bind(config)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     let handle = server.handle();
     tracing::info!("listening on {}", server.local_addr());
     tokio::spawn(async move {
@@ -237,7 +268,10 @@ async fn serve(config: ServerConfig) -> Result<(), CliError> {
         tracing::info!("shutting down");
         handle.shutdown();
     });
-    server.run().await.map_err(|e| CliError::Failed(e.to_string()))?;
+    server
+        .run()
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -27,7 +27,9 @@ use crate::protocol::code::{Code, Status};
 use crate::protocol::codec::LineCodec;
 use crate::protocol::envelope::{Envelope, Id};
 use crate::protocol::reply::{encode_pong, ChatMessage, LoginOk, Messages, Receipt, Users};
-use crate::protocol::request::{Broadcast, Credential, Direct, History, Login, Peer, Register, Request};
+use crate::protocol::request::{
+    Broadcast, Credential, Direct, History, Login, Peer, Register, Request,
+};
 
 /// Largest frame the client accepts: a full history reply is far above the server's request limit.
 const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
@@ -120,11 +122,17 @@ impl Shared {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
-            .unwrap_or(ClientError::Closed { code: None, reason: "the connection is closed".into() })
+            .unwrap_or(ClientError::Closed {
+                code: None,
+                reason: "the connection is closed".into(),
+            })
     }
 
     fn set_close_reason(&self, err: ClientError) {
-        let mut reason = self.close_reason.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut reason = self
+            .close_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if reason.is_none() {
             *reason = Some(err);
         }
@@ -158,11 +166,13 @@ impl Client {
     /// Connects to `host:port`.
     pub async fn connect(host: &str, port: u16) -> Result<(Client, Incoming), ClientError> {
         let addr = format!("{host}:{port}");
-        let stream = TcpStream::connect((host, port)).await.map_err(|e| ClientError::Connect {
-            addr,
-            reason: e.to_string(),
-            kind: e.kind(),
-        })?;
+        let stream = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| ClientError::Connect {
+                addr,
+                reason: e.to_string(),
+                kind: e.kind(),
+            })?;
         let _ = stream.set_nodelay(true);
         Ok(Client::over(stream))
     }
@@ -181,7 +191,12 @@ impl Client {
         });
         tokio::spawn(write_loop(wr, out_rx, shared.stop.clone()));
         tokio::spawn(read_loop(rd, in_tx, shared.clone()));
-        (Client { shared: shared.clone() }, Incoming { rx: in_rx, shared })
+        (
+            Client {
+                shared: shared.clone(),
+            },
+            Incoming { rx: in_rx, shared },
+        )
     }
 
     /// Sends `request` and waits for the frame that answers it.
@@ -193,8 +208,17 @@ impl Client {
             None => return Err(self.shared.closed_error()),
         };
         // Drop the slot if this call is cancelled (a timeout) before its answer.
-        let _slot = PendingSlot { shared: &self.shared, id };
-        if self.shared.out.send(request.encode(Some(&Id::UInt(id)))).await.is_err() {
+        let _slot = PendingSlot {
+            shared: &self.shared,
+            id,
+        };
+        if self
+            .shared
+            .out
+            .send(request.encode(Some(&Id::UInt(id))))
+            .await
+            .is_err()
+        {
             return Err(self.shared.closed_error());
         }
         rx.await.map_err(|_| self.shared.closed_error())
@@ -213,7 +237,10 @@ impl Client {
 
     /// Creates a user.
     pub async fn register(&self, user: &str, password: &str) -> Result<(), ClientError> {
-        let req = Request::Register(Register { user: user.into(), password: password.into() });
+        let req = Request::Register(Register {
+            user: user.into(),
+            password: password.into(),
+        });
         expect(self.request(&req).await?, &[Code::QueryOk]).map(drop)
     }
 
@@ -229,22 +256,43 @@ impl Client {
     }
 
     /// Sends a direct message with an idempotency nonce.
-    pub async fn send_with_nonce(&self, to: &str, text: &str, nonce: Option<&str>) -> Result<Sent, ClientError> {
-        let req = Request::Direct(Direct { to: to.into(), text: text.into(), nonce: nonce.map(Into::into) });
+    pub async fn send_with_nonce(
+        &self,
+        to: &str,
+        text: &str,
+        nonce: Option<&str>,
+    ) -> Result<Sent, ClientError> {
+        let req = Request::Direct(Direct {
+            to: to.into(),
+            text: text.into(),
+            nonce: nonce.map(Into::into),
+        });
         let env = expect(self.request(&req).await?, &[Code::Delivered, Code::Stored])?;
         receipt(env)
     }
 
     /// Broadcasts to every online user.
     pub async fn broadcast(&self, text: &str) -> Result<Sent, ClientError> {
-        let req = Request::Broadcast(Broadcast { text: text.into(), nonce: None });
+        let req = Request::Broadcast(Broadcast {
+            text: text.into(),
+            nonce: None,
+        });
         let env = expect(self.request(&req).await?, &[Code::Delivered])?;
         receipt(env)
     }
 
     /// Stored messages with `peer`, oldest first: the newest `limit` below `before`.
-    pub async fn history(&self, peer: Peer, limit: u32, before: Option<u64>) -> Result<Vec<ChatMessage>, ClientError> {
-        let req = Request::History(History { with: peer, limit, before });
+    pub async fn history(
+        &self,
+        peer: Peer,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<ChatMessage>, ClientError> {
+        let req = Request::History(History {
+            with: peer,
+            limit,
+            before,
+        });
         let env = expect(self.request(&req).await?, &[Code::QueryOk])?;
         Ok(decode::<Messages>(env)?.messages)
     }
@@ -259,13 +307,19 @@ impl Client {
     /// Logs out; the server then closes the connection.
     pub async fn logout(&self) -> Result<(), ClientError> {
         expect(self.request(&Request::Logout).await?, &[Code::QueryOk])?;
-        self.shared.set_close_reason(ClientError::Closed { code: None, reason: "logged out".into() });
+        self.shared.set_close_reason(ClientError::Closed {
+            code: None,
+            reason: "logged out".into(),
+        });
         Ok(())
     }
 
     /// Closes the connection; pending and later calls fail with [`ClientError::Closed`].
     pub fn close(&self) {
-        self.shared.set_close_reason(ClientError::Closed { code: None, reason: "closed by the client".into() });
+        self.shared.set_close_reason(ClientError::Closed {
+            code: None,
+            reason: "closed by the client".into(),
+        });
         self.shared.stop.cancel();
     }
 
@@ -290,12 +344,19 @@ impl Drop for PendingSlot<'_> {
 
 /// Turns a reply into an error unless its code is one of `ok`.
 fn expect(env: Envelope, ok: &[Code]) -> Result<Envelope, ClientError> {
-    let success = matches!(env.status, Status::Response) && ok.iter().any(|c| c.number() == env.code);
+    let success =
+        matches!(env.status, Status::Response) && ok.iter().any(|c| c.number() == env.code);
     if success {
         return Ok(env);
     }
-    let message = env.str_field("error").unwrap_or("request failed").to_string();
-    Err(ClientError::Server { code: env.code, message })
+    let message = env
+        .str_field("error")
+        .unwrap_or("request failed")
+        .to_string();
+    Err(ClientError::Server {
+        code: env.code,
+        message,
+    })
 }
 
 fn decode<T: DeserializeOwned>(env: Envelope) -> Result<T, ClientError> {
@@ -306,10 +367,19 @@ fn decode<T: DeserializeOwned>(env: Envelope) -> Result<T, ClientError> {
 fn receipt(env: Envelope) -> Result<Sent, ClientError> {
     let stored = env.code == Code::Stored.number();
     let r: Receipt = decode(env)?;
-    Ok(Sent { msg_id: r.msg_id, stored, recipients: r.recipients, duplicate: r.duplicate })
+    Ok(Sent {
+        msg_id: r.msg_id,
+        stored,
+        recipients: r.recipients,
+        duplicate: r.duplicate,
+    })
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut out: mpsc::Receiver<Bytes>, stop: CancellationToken) {
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut out: mpsc::Receiver<Bytes>,
+    stop: CancellationToken,
+) {
     let mut buf = Vec::new();
     loop {
         let first = tokio::select! {
@@ -348,7 +418,10 @@ async fn read_loop(rd: OwnedReadHalf, incoming: mpsc::Sender<ChatMessage>, share
         let line = match next {
             Some(Ok(line)) => line,
             Some(Err(e)) => {
-                shared.set_close_reason(ClientError::Closed { code: None, reason: e.to_string() });
+                shared.set_close_reason(ClientError::Closed {
+                    code: None,
+                    reason: e.to_string(),
+                });
                 break;
             }
             None => break,
@@ -360,8 +433,8 @@ async fn read_loop(rd: OwnedReadHalf, incoming: mpsc::Sender<ChatMessage>, share
                 continue;
             }
         };
-        if let Some(Id::UInt(id)) = &env.id {
-            let waiter = shared.pending().as_mut().and_then(|p| p.remove(id));
+        if let Some(id) = env.id.as_ref().and_then(Id::as_u64) {
+            let waiter = shared.pending().as_mut().and_then(|p| p.remove(&id));
             if let Some(w) = waiter {
                 let _ = w.send(env);
                 continue;
@@ -369,7 +442,8 @@ async fn read_loop(rd: OwnedReadHalf, incoming: mpsc::Sender<ChatMessage>, share
         }
         match (env.status, Code::from_number(env.code)) {
             (Status::Query, Some(Code::Heartbeat)) => {
-                if shared.out.send(encode_pong()).await.is_err() {
+                let answered = shared.out.send(encode_pong()).await;
+                if answered.is_err() {
                     break;
                 }
             }
@@ -385,17 +459,29 @@ async fn read_loop(rd: OwnedReadHalf, incoming: mpsc::Sender<ChatMessage>, share
                 }
             }
             (Status::Error, _) | (Status::Response, _) => {
-                let reason = env.str_field("error").unwrap_or("closed by the server").to_string();
+                let reason = env
+                    .str_field("error")
+                    .unwrap_or("closed by the server")
+                    .to_string();
                 if Code::from_number(env.code).is_some_and(Code::closes) {
-                    shared.set_close_reason(ClientError::Closed { code: Some(env.code), reason });
+                    shared.set_close_reason(ClientError::Closed {
+                        code: Some(env.code),
+                        reason,
+                    });
                 } else {
-                    tracing::warn!("unsolicited frame from the server: code {} {reason}", env.code);
+                    tracing::warn!(
+                        "unsolicited frame from the server: code {} {reason}",
+                        env.code
+                    );
                 }
             }
             _ => {}
         }
     }
-    shared.set_close_reason(ClientError::Closed { code: None, reason: "the server closed the connection".into() });
+    shared.set_close_reason(ClientError::Closed {
+        code: None,
+        reason: "the server closed the connection".into(),
+    });
     // Fail every waiting request and refuse new ones.
     shared.pending().take();
     shared.stop.cancel();

@@ -111,7 +111,10 @@ mod tests {
     fn splits_strips_cr_and_skips_empty_lines() {
         let mut c = LineCodec::new(100);
         let frames = decode_all(&mut c, b"{\"a\":1}\r\n\n\r\n{}\npartial").unwrap();
-        assert_eq!(frames, vec![Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"{}")]);
+        assert_eq!(
+            frames,
+            vec![Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"{}")]
+        );
     }
 
     #[test]
@@ -120,7 +123,10 @@ mod tests {
         let mut buf = BytesMut::from(&b"{\"a\""[..]);
         assert!(c.decode(&mut buf).unwrap().is_none());
         buf.extend_from_slice(b":1}\n");
-        assert_eq!(c.decode(&mut buf).unwrap().unwrap(), Bytes::from_static(b"{\"a\":1}"));
+        assert_eq!(
+            c.decode(&mut buf).unwrap().unwrap(),
+            Bytes::from_static(b"{\"a\":1}")
+        );
     }
 
     #[test]

@@ -28,6 +28,17 @@ pub enum Id {
     Str(String),
 }
 
+impl Id {
+    /// The tag as an unsigned integer, when it is one.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Id::Int(i) => u64::try_from(*i).ok(),
+            Id::UInt(u) => Some(*u),
+            Id::Str(_) => None,
+        }
+    }
+}
+
 impl From<u64> for Id {
     fn from(n: u64) -> Id {
         Id::UInt(n)
@@ -89,7 +100,9 @@ impl Envelope {
         let value: Value =
             serde_json::from_str(text).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
         let Value::Object(mut obj) = value else {
-            return Err(EnvelopeError::Malformed("frame is not a JSON object".into()));
+            return Err(EnvelopeError::Malformed(
+                "frame is not a JSON object".into(),
+            ));
         };
         // The id comes first so that an error in any other field can still echo it.
         let id = match obj.remove("id") {
@@ -207,8 +220,10 @@ mod tests {
 
     #[test]
     fn parses_a_query_with_id() {
-        let e = Envelope::parse(br#"{"status":"q","status_code":0,"info":{"req":"users"},"id":7,"x":1}"#)
-            .unwrap();
+        let e = Envelope::parse(
+            br#"{"status":"q","status_code":0,"info":{"req":"users"},"id":7,"x":1}"#,
+        )
+        .unwrap();
         assert_eq!(e.status, Status::Query);
         assert_eq!(e.code, 0);
         assert_eq!(e.str_field("req"), Some("users"));
@@ -224,7 +239,14 @@ mod tests {
 
     #[test]
     fn malformed_lines_are_62() {
-        for line in ["this is not json", "[1,2]", "42", "\"str\"", "null", "{\"a\":"] {
+        for line in [
+            "this is not json",
+            "[1,2]",
+            "42",
+            "\"str\"",
+            "null",
+            "{\"a\":",
+        ] {
             assert_eq!(code_of(line), Code::MalformedFrame, "{line}");
         }
         let err = Envelope::parse(b"\xff\xfe{}").unwrap_err();
@@ -270,7 +292,11 @@ mod tests {
 
     #[test]
     fn encode_produces_one_compact_line() {
-        let b = encode_code(Code::QueryOk, &json!({"users":["a","b"]}), Some(&Id::Str("x".into())));
+        let b = encode_code(
+            Code::QueryOk,
+            &json!({"users":["a","b"]}),
+            Some(&Id::Str("x".into())),
+        );
         assert_eq!(
             &b[..],
             b"{\"status\":\"r\",\"status_code\":30,\"info\":{\"users\":[\"a\",\"b\"]},\"id\":\"x\"}\n"
@@ -281,9 +307,12 @@ mod tests {
 
     #[test]
     fn large_integer_ids_round_trip() {
-        let e = Envelope::parse(br#"{"status":"q","status_code":0,"id":18446744073709551615}"#).unwrap();
+        let e = Envelope::parse(br#"{"status":"q","status_code":0,"id":18446744073709551615}"#)
+            .unwrap();
         assert_eq!(e.id, Some(Id::UInt(u64::MAX)));
         let b = encode_error(Code::Internal, "x", e.id.as_ref());
-        assert!(std::str::from_utf8(&b).unwrap().contains("\"id\":18446744073709551615"));
+        assert!(std::str::from_utf8(&b)
+            .unwrap()
+            .contains("\"id\":18446744073709551615"));
     }
 }

@@ -60,7 +60,8 @@ pub fn heartbeat_number(interval: Duration) -> serde_json::Number {
     if interval.subsec_nanos() == 0 {
         serde_json::Number::from(interval.as_secs())
     } else {
-        serde_json::Number::from_f64(interval.as_secs_f64()).unwrap_or_else(|| serde_json::Number::from(0))
+        serde_json::Number::from_f64(interval.as_secs_f64())
+            .unwrap_or_else(|| serde_json::Number::from(0))
     }
 }
 
@@ -136,7 +137,13 @@ mod tests {
 
     #[test]
     fn pushes_match_the_protocol_shape() {
-        let dm = ChatMessage { msg_id: 17, from: "a".into(), to: Some("b".into()), text: "hi".into(), ts: 5 };
+        let dm = ChatMessage {
+            msg_id: 17,
+            from: "a".into(),
+            to: Some("b".into()),
+            text: "hi".into(),
+            ts: 5,
+        };
         assert_eq!(
             &dm.encode_push()[..],
             b"{\"status\":\"m\",\"status_code\":80,\"info\":{\"msg_id\":17,\"from\":\"a\",\"to\":\"b\",\"text\":\"hi\",\"ts\":5}}\n"
@@ -150,15 +157,29 @@ mod tests {
 
     #[test]
     fn receipts_omit_what_does_not_apply() {
-        let r = Receipt { msg_id: 3, recipients: None, duplicate: false };
+        let r = Receipt {
+            msg_id: 3,
+            recipients: None,
+            duplicate: false,
+        };
         assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"msg_id":3}"#);
-        let r = Receipt { msg_id: 3, recipients: Some(2), duplicate: true };
-        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"msg_id":3,"recipients":2,"duplicate":true}"#);
+        let r = Receipt {
+            msg_id: 3,
+            recipients: Some(2),
+            duplicate: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"msg_id":3,"recipients":2,"duplicate":true}"#
+        );
     }
 
     #[test]
     fn heartbeat_is_an_integer_when_whole() {
         assert_eq!(heartbeat_number(Duration::from_secs(60)).to_string(), "60");
-        assert_eq!(heartbeat_number(Duration::from_millis(1500)).to_string(), "1.5");
+        assert_eq!(
+            heartbeat_number(Duration::from_millis(1500)).to_string(),
+            "1.5"
+        );
     }
 }

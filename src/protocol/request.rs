@@ -11,7 +11,9 @@ use serde_json::{json, Map, Value};
 
 use super::code::{Code, Status};
 use super::envelope::{encode, Envelope, Id};
-use super::validate::{is_valid_name, is_valid_nonce, is_valid_password, name_rule, BROADCAST_PEER};
+use super::validate::{
+    is_valid_name, is_valid_nonce, is_valid_password, name_rule, BROADCAST_PEER,
+};
 
 /// Default number of messages a history request returns.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
@@ -63,7 +65,10 @@ impl RequestKind {
 
     /// Whether a connection that has not logged in may make this request.
     pub fn allowed_before_login(self) -> bool {
-        matches!(self, RequestKind::Login | RequestKind::Register | RequestKind::Ping)
+        matches!(
+            self,
+            RequestKind::Login | RequestKind::Register | RequestKind::Ping
+        )
     }
 
     /// Whether this request is an `m` frame (its failures are `e` frames).
@@ -186,7 +191,11 @@ impl Request {
     /// Parses the arguments of a request of `kind`. `max_text_bytes` bounds message text.
     ///
     /// [`RequestKind::Unknown`] always fails with `r`/40.
-    pub fn parse(kind: RequestKind, info: &Map<String, Value>, max_text_bytes: usize) -> Result<Request, Rejection> {
+    pub fn parse(
+        kind: RequestKind,
+        info: &Map<String, Value>,
+        max_text_bytes: usize,
+    ) -> Result<Request, Rejection> {
         match kind {
             RequestKind::Login => parse_login(info).map(Request::Login),
             RequestKind::Register => parse_register(info).map(Request::Register),
@@ -194,18 +203,29 @@ impl Request {
             RequestKind::Users => Ok(Request::Users),
             RequestKind::History => parse_history(info).map(Request::History),
             RequestKind::Logout => Ok(Request::Logout),
-            RequestKind::Unknown => Err(Rejection::new(Code::UnknownRequest, match info.get("req") {
-                Some(Value::String(r)) => format!("unknown request {r:?}"),
-                Some(_) => "\"req\" must be a string".to_string(),
-                None => "the query has no \"req\"".to_string(),
-            })),
+            RequestKind::Unknown => Err(Rejection::new(
+                Code::UnknownRequest,
+                match info.get("req") {
+                    Some(Value::String(r)) => format!("unknown request {r:?}"),
+                    Some(_) => "\"req\" must be a string".to_string(),
+                    None => "the query has no \"req\"".to_string(),
+                },
+            )),
             RequestKind::Direct => {
                 let to = match info.get("to") {
                     Some(Value::String(to)) if is_valid_name(to) => to.clone(),
                     Some(Value::String(_)) => {
-                        return Err(Rejection::new(Code::MalformedMessage, format!("\"to\" is not a valid name: {}", name_rule())))
+                        return Err(Rejection::new(
+                            Code::MalformedMessage,
+                            format!("\"to\" is not a valid name: {}", name_rule()),
+                        ))
                     }
-                    _ => return Err(Rejection::new(Code::MalformedMessage, "a direct message needs \"to\", a user name")),
+                    _ => {
+                        return Err(Rejection::new(
+                            Code::MalformedMessage,
+                            "a direct message needs \"to\", a user name",
+                        ))
+                    }
                 };
                 let (text, nonce) = parse_text_and_nonce(info, max_text_bytes)?;
                 Ok(Request::Direct(Direct { to, text, nonce }))
@@ -273,14 +293,21 @@ fn parse_login(info: &Map<String, Value>) -> Result<Login, Rejection> {
     let bad = |reason: &str| Rejection::new(Code::LoginMalformed, reason);
     let user = match info.get("user") {
         Some(Value::String(u)) if is_valid_name(u) => u.clone(),
-        Some(Value::String(_)) => return Err(bad(&format!("\"user\" is not a valid name: {}", name_rule()))),
+        Some(Value::String(_)) => {
+            return Err(bad(&format!(
+                "\"user\" is not a valid name: {}",
+                name_rule()
+            )))
+        }
         _ => return Err(bad("login needs \"user\", a string")),
     };
     let password = info.get("password").or_else(|| info.get("passwd"));
     let credential = match (password, info.get("session")) {
         (Some(Value::String(p)), _) if is_valid_password(p) => Credential::Password(p.clone()),
         (Some(_), _) => return Err(bad("\"password\" must be a string of 1 to 1024 bytes")),
-        (None, Some(Value::String(s))) if !s.is_empty() && s.len() <= 64 => Credential::Session(s.clone()),
+        (None, Some(Value::String(s))) if !s.is_empty() && s.len() <= 64 => {
+            Credential::Session(s.clone())
+        }
         (None, Some(_)) => return Err(bad("\"session\" must be a session token string")),
         (None, None) => return Err(bad("login needs \"password\" or \"session\"")),
     };
@@ -289,19 +316,32 @@ fn parse_login(info: &Map<String, Value>) -> Result<Login, Rejection> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(bad("\"acks\" must be true or false")),
     };
-    Ok(Login { user, credential, acks })
+    Ok(Login {
+        user,
+        credential,
+        acks,
+    })
 }
 
 fn parse_register(info: &Map<String, Value>) -> Result<Register, Rejection> {
     let bad = |reason: String| Rejection::new(Code::BadArguments, reason);
     let user = match info.get("user") {
         Some(Value::String(u)) if is_valid_name(u) => u.clone(),
-        Some(Value::String(_)) => return Err(bad(format!("\"user\" is not a valid name: {}", name_rule()))),
+        Some(Value::String(_)) => {
+            return Err(bad(format!(
+                "\"user\" is not a valid name: {}",
+                name_rule()
+            )))
+        }
         _ => return Err(bad("register needs \"user\", a string".into())),
     };
     let password = match info.get("password").or_else(|| info.get("passwd")) {
         Some(Value::String(p)) if is_valid_password(p) => p.clone(),
-        _ => return Err(bad("register needs \"password\", a string of 1 to 1024 bytes".into())),
+        _ => {
+            return Err(bad(
+                "register needs \"password\", a string of 1 to 1024 bytes".into(),
+            ))
+        }
     };
     Ok(Register { user, password })
 }
@@ -327,19 +367,34 @@ fn parse_history(info: &Map<String, Value>) -> Result<History, Rejection> {
             _ => return Err(bad("\"before\" must be a positive msg_id")),
         },
     };
-    Ok(History { with, limit, before })
+    Ok(History {
+        with,
+        limit,
+        before,
+    })
 }
 
-fn parse_text_and_nonce(info: &Map<String, Value>, max_text_bytes: usize) -> Result<(String, Option<String>), Rejection> {
+fn parse_text_and_nonce(
+    info: &Map<String, Value>,
+    max_text_bytes: usize,
+) -> Result<(String, Option<String>), Rejection> {
     let text = match info.get("text") {
         Some(Value::String(t)) => t,
-        _ => return Err(Rejection::new(Code::MalformedMessage, "a message needs \"text\", a string")),
+        _ => {
+            return Err(Rejection::new(
+                Code::MalformedMessage,
+                "a message needs \"text\", a string",
+            ))
+        }
     };
     let nonce = match info.get("nonce") {
         None | Some(Value::Null) => None,
         Some(Value::String(n)) if is_valid_nonce(n) => Some(n.clone()),
         Some(_) => {
-            return Err(Rejection::new(Code::MalformedMessage, "\"nonce\" must be a string of 1 to 64 characters"))
+            return Err(Rejection::new(
+                Code::MalformedMessage,
+                "\"nonce\" must be a string of 1 to 64 characters",
+            ))
         }
     };
     if text.is_empty() {
@@ -348,7 +403,10 @@ fn parse_text_and_nonce(info: &Map<String, Value>, max_text_bytes: usize) -> Res
     if text.len() > max_text_bytes {
         return Err(Rejection::new(
             Code::BadText,
-            format!("the text is {} bytes, more than the limit of {max_text_bytes}", text.len()),
+            format!(
+                "the text is {} bytes, more than the limit of {max_text_bytes}",
+                text.len()
+            ),
         ));
     }
     Ok((text.clone(), nonce))
@@ -369,11 +427,28 @@ mod tests {
 
     #[test]
     fn kinds() {
-        assert_eq!(RequestKind::of(&env(r#"{"status":"q","status_code":55,"info":{"req":"users"}}"#)), Some(RequestKind::Users));
-        assert_eq!(RequestKind::of(&env(r#"{"status":"q","status_code":0,"info":{}}"#)), Some(RequestKind::Unknown));
-        assert_eq!(RequestKind::of(&env(r#"{"status":"m","status_code":85,"info":{}}"#)), Some(RequestKind::Direct));
-        assert_eq!(RequestKind::of(&env(r#"{"status":"m","status_code":99,"info":{}}"#)), Some(RequestKind::Broadcast));
-        assert_eq!(RequestKind::of(&env(r#"{"status":"r","status_code":30,"info":{}}"#)), None);
+        assert_eq!(
+            RequestKind::of(&env(
+                r#"{"status":"q","status_code":55,"info":{"req":"users"}}"#
+            )),
+            Some(RequestKind::Users)
+        );
+        assert_eq!(
+            RequestKind::of(&env(r#"{"status":"q","status_code":0,"info":{}}"#)),
+            Some(RequestKind::Unknown)
+        );
+        assert_eq!(
+            RequestKind::of(&env(r#"{"status":"m","status_code":85,"info":{}}"#)),
+            Some(RequestKind::Direct)
+        );
+        assert_eq!(
+            RequestKind::of(&env(r#"{"status":"m","status_code":99,"info":{}}"#)),
+            Some(RequestKind::Broadcast)
+        );
+        assert_eq!(
+            RequestKind::of(&env(r#"{"status":"r","status_code":30,"info":{}}"#)),
+            None
+        );
     }
 
     #[test]
@@ -381,7 +456,11 @@ mod tests {
         let r = parse(r#"{"status":"q","status_code":0,"info":{"req":"login","user":"al","passwd":"pw","acks":true}}"#).unwrap();
         assert_eq!(
             r,
-            Request::Login(Login { user: "al".into(), credential: Credential::Password("pw".into()), acks: true })
+            Request::Login(Login {
+                user: "al".into(),
+                credential: Credential::Password("pw".into()),
+                acks: true
+            })
         );
     }
 
@@ -396,7 +475,11 @@ mod tests {
             r#"{"req":"login","user":"al","password":"p","acks":"yes"}"#,
         ] {
             let line = format!(r#"{{"status":"q","status_code":0,"info":{info}}}"#);
-            assert_eq!(parse(&line).unwrap_err().code, Code::LoginMalformed, "{info}");
+            assert_eq!(
+                parse(&line).unwrap_err().code,
+                Code::LoginMalformed,
+                "{info}"
+            );
         }
     }
 
@@ -406,7 +489,10 @@ mod tests {
             (r#"{"text":"hi"}"#, Code::MalformedMessage),
             (r#"{"to":"Bob","text":"hi"}"#, Code::MalformedMessage),
             (r#"{"to":"bob","text":5}"#, Code::MalformedMessage),
-            (r#"{"to":"bob","text":"hi","nonce":""}"#, Code::MalformedMessage),
+            (
+                r#"{"to":"bob","text":"hi","nonce":""}"#,
+                Code::MalformedMessage,
+            ),
             (r#"{"to":"bob","text":""}"#, Code::BadText),
             (r#"{"to":"bob","text":"12345678901"}"#, Code::BadText),
         ];
@@ -414,15 +500,32 @@ mod tests {
             let line = format!(r#"{{"status":"m","status_code":80,"info":{info}}}"#);
             assert_eq!(parse(&line).unwrap_err().code, code, "{info}");
         }
-        assert!(parse(r#"{"status":"m","status_code":80,"info":{"to":"bob","text":"1234567890"}}"#).is_ok());
+        assert!(parse(
+            r#"{"status":"m","status_code":80,"info":{"to":"bob","text":"1234567890"}}"#
+        )
+        .is_ok());
     }
 
     #[test]
     fn history_arguments() {
-        let ok = parse(r#"{"status":"q","status_code":0,"info":{"req":"history","with":"*"}}"#).unwrap();
-        assert_eq!(ok, Request::History(History { with: Peer::Broadcasts, limit: 50, before: None }));
-        for info in [r#""with":"Bob""#, r#""with":"bob","limit":0"#, r#""with":"bob","limit":501"#, r#""with":"bob","before":-3"#] {
-            let line = format!(r#"{{"status":"q","status_code":0,"info":{{"req":"history",{info}}}}}"#);
+        let ok =
+            parse(r#"{"status":"q","status_code":0,"info":{"req":"history","with":"*"}}"#).unwrap();
+        assert_eq!(
+            ok,
+            Request::History(History {
+                with: Peer::Broadcasts,
+                limit: 50,
+                before: None
+            })
+        );
+        for info in [
+            r#""with":"Bob""#,
+            r#""with":"bob","limit":0"#,
+            r#""with":"bob","limit":501"#,
+            r#""with":"bob","before":-3"#,
+        ] {
+            let line =
+                format!(r#"{{"status":"q","status_code":0,"info":{{"req":"history",{info}}}}}"#);
             assert_eq!(parse(&line).unwrap_err().code, Code::BadArguments, "{info}");
         }
     }
@@ -430,20 +533,41 @@ mod tests {
     #[test]
     fn encode_then_parse_round_trips() {
         let reqs = [
-            Request::Login(Login { user: "a".into(), credential: Credential::Session("s".into()), acks: false }),
-            Request::Register(Register { user: "a".into(), password: "p".into() }),
+            Request::Login(Login {
+                user: "a".into(),
+                credential: Credential::Session("s".into()),
+                acks: false,
+            }),
+            Request::Register(Register {
+                user: "a".into(),
+                password: "p".into(),
+            }),
             Request::Ping,
             Request::Users,
-            Request::History(History { with: Peer::User("b".into()), limit: 5, before: Some(9) }),
+            Request::History(History {
+                with: Peer::User("b".into()),
+                limit: 5,
+                before: Some(9),
+            }),
             Request::Logout,
-            Request::Direct(Direct { to: "b".into(), text: "hi".into(), nonce: Some("n".into()) }),
-            Request::Broadcast(Broadcast { text: "yo".into(), nonce: None }),
+            Request::Direct(Direct {
+                to: "b".into(),
+                text: "hi".into(),
+                nonce: Some("n".into()),
+            }),
+            Request::Broadcast(Broadcast {
+                text: "yo".into(),
+                nonce: None,
+            }),
         ];
         for r in reqs {
             let bytes = r.encode(Some(&Id::Int(3)));
             let e = Envelope::parse(&bytes[..bytes.len() - 1]).unwrap();
             assert_eq!(e.id, Some(Id::Int(3)));
-            assert_eq!(Request::parse(RequestKind::of(&e).unwrap(), &e.info, 100).unwrap(), r);
+            assert_eq!(
+                Request::parse(RequestKind::of(&e).unwrap(), &e.info, 100).unwrap(),
+                r
+            );
         }
     }
 }

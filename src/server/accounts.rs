@@ -79,7 +79,11 @@ impl Accounts {
         let password = password.to_string();
         let matches = tokio::task::spawn_blocking(move || {
             let parsed = PasswordHash::new(&hash).map_err(|e| AccountError::Hash(e.to_string()))?;
-            Ok::<bool, AccountError>(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            Ok::<bool, AccountError>(
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok(),
+            )
         })
         .await
         .map_err(|e| AccountError::Hash(e.to_string()))??;
@@ -129,7 +133,11 @@ fn fallback_random(bytes: &mut [u8]) {
     let state = std::collections::hash_map::RandomState::new();
     for chunk in bytes.chunks_mut(8) {
         let mut h = state.build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
         let v = h.finish().to_le_bytes();
         chunk.copy_from_slice(&v[..chunk.len()]);
     }
@@ -157,8 +165,14 @@ mod tests {
         assert!(acc.verify("alice", "wonderland").await.unwrap());
         assert!(!acc.verify("alice", "wrong").await.unwrap());
         assert!(!acc.verify("nobody", "wonderland").await.unwrap());
-        assert!(matches!(acc.create("Alice", "x").await, Err(AccountError::InvalidName(_))));
-        assert!(matches!(acc.create("bob", "").await, Err(AccountError::InvalidPassword)));
+        assert!(matches!(
+            acc.create("Alice", "x").await,
+            Err(AccountError::InvalidName(_))
+        ));
+        assert!(matches!(
+            acc.create("bob", "").await,
+            Err(AccountError::InvalidPassword)
+        ));
         assert!(matches!(
             acc.create("alice", "x").await,
             Err(AccountError::Store(StoreError::UserExists(_)))

@@ -13,9 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -38,6 +38,9 @@ const CATCH_UP_PAGE: u32 = 256;
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the writer may keep draining replies after the reader has stopped.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long, and how much, a closing connection reads and discards (see [`linger`]).
+const LINGER_TIMEOUT: Duration = Duration::from_millis(500);
+const LINGER_BYTES: u64 = 4 << 20;
 /// Frames gathered into one socket write.
 const MAX_GATHER: usize = 256;
 
@@ -50,7 +53,7 @@ pub async fn serve(stream: TcpStream, ctx: Arc<Context>, _permit: OwnedSemaphore
     let (inbox_tx, inbox_rx) = mpsc::channel(ctx.config.outbound_queue);
     let conn = Arc::new(Conn::new(ctx.next_conn_id(), inbox_tx));
     let writer = tokio::spawn(write_loop(wr, out_rx, inbox_rx, conn.clone(), ctx.clone()));
-    let user = read_loop(rd, out_tx, conn.clone(), ctx.clone(), local_port).await;
+    let (user, rd, peer_done) = read_loop(rd, out_tx, conn.clone(), ctx.clone(), local_port).await;
     if let Some(user) = user {
         ctx.hub.unregister(&user, conn.id);
     }
@@ -61,16 +64,31 @@ pub async fn serve(stream: TcpStream, ctx: Arc<Context>, _permit: OwnedSemaphore
         conn.abort();
         let _ = writer.await;
     }
+    if !peer_done {
+        linger(rd).await;
+    }
 }
 
-/// Reads and handles frames; returns the user still logged in when it stops.
+/// Reads and discards what the peer still sends, briefly, before the socket is dropped.
+///
+/// Closing a socket with unread input makes the kernel send a reset, which can
+/// destroy the goodbye frame (`e`/61 after an oversized line) before the peer reads it.
+async fn linger(mut rd: OwnedReadHalf) {
+    let mut sink = tokio::io::sink();
+    let mut limited = (&mut rd).take(LINGER_BYTES);
+    let _ = timeout(LINGER_TIMEOUT, tokio::io::copy(&mut limited, &mut sink)).await;
+}
+
+/// Reads and handles frames. Returns the user still logged in when it stops, the
+/// reading half, and whether the peer ended the stream itself.
 async fn read_loop(
     rd: OwnedReadHalf,
     out: mpsc::Sender<Outbound>,
     conn: Arc<Conn>,
     ctx: Arc<Context>,
     local_port: u16,
-) -> Option<Arc<str>> {
+) -> (Option<Arc<str>>, OwnedReadHalf, bool) {
+    let mut peer_done = false;
     let mut frames = FramedRead::new(rd, LineCodec::new(ctx.config.max_frame_bytes));
     let mut session = Session::new(ctx.clone(), conn.clone(), local_port);
     let heartbeat = ctx.config.heartbeat;
@@ -100,15 +118,27 @@ async fn read_loop(
             next = frames.next() => next,
         };
         let line = match next {
-            None => break,
+            None => {
+                peer_done = true;
+                break;
+            }
             Some(Ok(line)) => line,
             Some(Err(CodecError::FrameTooLong { limit })) => {
                 let reason = format!("frame longer than {limit} bytes; closing the connection");
-                let _ = out.send(Outbound::Frame(encode_error(Code::FrameTooLong, &reason, None))).await;
+                let _ = out
+                    .send(Outbound::Frame(encode_error(
+                        Code::FrameTooLong,
+                        &reason,
+                        None,
+                    )))
+                    .await;
                 let _ = out.send(Outbound::Close).await;
                 break;
             }
-            Some(Err(CodecError::Io(_))) => break,
+            Some(Err(CodecError::Io(_))) => {
+                peer_done = true;
+                break;
+            }
         };
         pinged = false;
         deadline = Instant::now() + heartbeat;
@@ -124,7 +154,8 @@ async fn read_loop(
             break;
         }
     }
-    session.user().cloned()
+    let user = session.user().cloned();
+    (user, frames.into_inner(), peer_done)
 }
 
 /// What woke the writer.
@@ -142,7 +173,8 @@ async fn write_loop(
     conn: Arc<Conn>,
     ctx: Arc<Context>,
 ) {
-    let mut buf: Vec<u8> = Vec::new();
+    // BytesMut so a write cut short by a close resumes at the exact byte it stopped at.
+    let mut buf = BytesMut::new();
     let mut delivery = Delivery::default();
     'serve: loop {
         let step = tokio::select! {
@@ -190,7 +222,8 @@ async fn write_loop(
             }
         }
     }
-    // Say goodbye with the close reason, after any replies already queued.
+    // Say goodbye with the close reason, after any replies already queued. An aborted
+    // connection (its socket failed, or its peer never read) gets no goodbye.
     if let Some(code) = conn.close_reason() {
         while let Ok(o) = out.try_recv() {
             if let Outbound::Frame(f) = o {
@@ -207,7 +240,7 @@ async fn write_loop(
     delivery.report(&ctx);
 }
 
-fn apply(o: Outbound, buf: &mut Vec<u8>, close: &mut bool, start: &mut Option<Arc<str>>) {
+fn apply(o: Outbound, buf: &mut BytesMut, close: &mut bool, start: &mut Option<Arc<str>>) {
     match o {
         Outbound::Frame(f) => buf.extend_from_slice(&f),
         Outbound::Close => *close = true,
@@ -216,27 +249,35 @@ fn apply(o: Outbound, buf: &mut Vec<u8>, close: &mut bool, start: &mut Option<Ar
 }
 
 /// Writes `buf` unless the connection is closed first; `false` when it should stop.
-async fn write_or_closed(wr: &mut OwnedWriteHalf, buf: &mut Vec<u8>, conn: &Conn) -> bool {
-    if buf.is_empty() {
-        return true;
+///
+/// Each `write_buf` consumes only what the socket took, so after a close what is
+/// left in `buf` starts on the first unsent byte and the goodbye can follow it.
+async fn write_or_closed(wr: &mut OwnedWriteHalf, buf: &mut BytesMut, conn: &Conn) -> bool {
+    while !buf.is_empty() {
+        let written = tokio::select! {
+            biased;
+            _ = conn.closed() => return false,
+            r = wr.write_buf(buf) => r,
+        };
+        match written {
+            Ok(0) | Err(_) => {
+                conn.abort();
+                return false;
+            }
+            Ok(_) => {}
+        }
     }
-    let ok = tokio::select! {
-        biased;
-        _ = conn.closed() => return false,
-        r = wr.write_all(buf) => r.is_ok(),
-    };
-    buf.clear();
     // Do not keep a large buffer alive on an idle connection.
     if buf.capacity() > 64 * 1024 {
-        buf.shrink_to(4096);
+        *buf = BytesMut::new();
     }
-    ok
+    true
 }
 
 /// Pushes the user's stored direct messages, oldest first, page by page.
 async fn catch_up(
     wr: &mut OwnedWriteHalf,
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
     conn: &Conn,
     ctx: &Context,
     delivery: &mut Delivery,
@@ -286,7 +327,7 @@ struct Delivery {
 }
 
 impl Delivery {
-    fn take(&mut self, p: Push, buf: &mut Vec<u8>) {
+    fn take(&mut self, p: Push, buf: &mut BytesMut) {
         if p.direct {
             // The catch-up may already have written it (committed before, routed after login).
             if p.msg_id <= self.last_direct {
@@ -312,7 +353,9 @@ fn goodbye(code: Code) -> &'static str {
         Code::TakenOver => "session taken over by a newer login",
         Code::ShuttingDown => "server shutting down",
         Code::HeartbeatTimeout => "no frame for two heartbeat intervals; closing",
-        Code::SlowConsumer => "slow consumer: outbound queue full; undelivered direct messages are stored",
+        Code::SlowConsumer => {
+            "slow consumer: outbound queue full; undelivered direct messages are stored"
+        }
         Code::ServerFull => "server full",
         _ => "internal error; closing the connection",
     }

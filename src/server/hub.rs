@@ -199,7 +199,13 @@ mod tests {
     }
 
     fn msg(id: u64, from: &str, to: Option<&str>) -> ChatMessage {
-        ChatMessage { msg_id: id, from: from.into(), to: to.map(Into::into), text: "t".into(), ts: 0 }
+        ChatMessage {
+            msg_id: id,
+            from: from.into(),
+            to: to.map(Into::into),
+            text: "t".into(),
+            ts: 0,
+        }
     }
 
     #[test]

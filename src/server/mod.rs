@@ -95,7 +95,10 @@ impl Server {
         let db = config.db.clone();
         let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, sink))
             .await
-            .map_err(|e| StoreError::Open { path: config.db.clone(), reason: e.to_string() })??;
+            .map_err(|e| StoreError::Open {
+                path: config.db.clone(),
+                reason: e.to_string(),
+            })??;
         let store: Arc<dyn Store> = Arc::new(store);
         let addr = format!("{}:{}", config.host, config.port);
         let listener = match TcpListener::bind((config.host.as_str(), config.port)).await {
@@ -105,7 +108,9 @@ impl Server {
                 return Err(ServerError::Bind { addr, source });
             }
         };
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
         let ctx = Arc::new(Context {
             accounts: Accounts::new(store.clone()),
             config,
@@ -114,7 +119,12 @@ impl Server {
             shutdown: CancellationToken::new(),
             conn_ids: AtomicU64::new(0),
         });
-        Ok(Server { listener, local_addr, ctx, tracker: TaskTracker::new() })
+        Ok(Server {
+            listener,
+            local_addr,
+            ctx,
+            tracker: TaskTracker::new(),
+        })
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -124,12 +134,20 @@ impl Server {
 
     /// A handle for presence, accounts and shutdown.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle { ctx: self.ctx.clone(), local_addr: self.local_addr }
+        ServerHandle {
+            ctx: self.ctx.clone(),
+            local_addr: self.local_addr,
+        }
     }
 
     /// Serves until [`ServerHandle::shutdown`], then shuts down gracefully.
     pub async fn run(self) -> Result<(), ServerError> {
-        let Server { listener, ctx, tracker, .. } = self;
+        let Server {
+            listener,
+            ctx,
+            tracker,
+            ..
+        } = self;
         let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
         loop {
             let accepted = tokio::select! {
@@ -155,7 +173,10 @@ impl Server {
         }
         drop(listener);
         tracker.close();
-        if tokio::time::timeout(ctx.config.shutdown_grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(ctx.config.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some connections did not close within the shutdown grace period");
         }
         ctx.store.close().await?;

@@ -13,7 +13,9 @@ use super::hub::Conn;
 use super::Context;
 use crate::protocol::code::{Code, Status};
 use crate::protocol::envelope::{encode_error, Envelope, Id};
-use crate::protocol::reply::{self, heartbeat_number, LoginOk, Messages, Receipt, Registered, ReqEcho, Users};
+use crate::protocol::reply::{
+    self, heartbeat_number, LoginOk, Messages, Receipt, Registered, ReqEcho, Users,
+};
 use crate::protocol::request::{Credential, Login, Rejection, Request, RequestKind};
 use crate::server::accounts::{new_session_token, AccountError};
 use crate::store::{NewMessage, StoreError};
@@ -65,7 +67,11 @@ impl Session {
     pub async fn handle_line(&mut self, line: &[u8], out: &mut Vec<Outbound>) {
         match Envelope::parse(line) {
             Ok(env) => self.handle(env, out).await,
-            Err(e) => out.push(Outbound::Frame(encode_error(e.code(), &e.to_string(), e.id()))),
+            Err(e) => out.push(Outbound::Frame(encode_error(
+                e.code(),
+                &e.to_string(),
+                e.id(),
+            ))),
         }
     }
 
@@ -87,15 +93,27 @@ impl Session {
             return;
         }
         if logged_in && kind == RequestKind::Login {
-            out.push(fail(Code::AlreadyLoggedIn, "this connection is already logged in", id.as_ref()));
+            out.push(fail(
+                Code::AlreadyLoggedIn,
+                "this connection is already logged in",
+                id.as_ref(),
+            ));
             return;
         }
         if logged_in && kind == RequestKind::Register {
-            out.push(fail(Code::UnknownRequest, "register is only available before login", id.as_ref()));
+            out.push(fail(
+                Code::UnknownRequest,
+                "register is only available before login",
+                id.as_ref(),
+            ));
             return;
         }
         if kind == RequestKind::Register && !self.ctx.config.registration_open {
-            out.push(fail(Code::RegistrationClosed, "registration is closed on this server", id.as_ref()));
+            out.push(fail(
+                Code::RegistrationClosed,
+                "registration is closed on this server",
+                id.as_ref(),
+            ));
             return;
         }
         let request = match Request::parse(kind, &env.info, self.ctx.config.max_text_bytes) {
@@ -128,11 +146,20 @@ impl Session {
             ))),
             Request::Users => {
                 let users = self.ctx.hub.online_users();
-                out.push(Outbound::Frame(reply::encode_reply(Code::QueryOk, &Users { users }, id)));
+                out.push(Outbound::Frame(reply::encode_reply(
+                    Code::QueryOk,
+                    &Users { users },
+                    id,
+                )));
             }
             Request::History(h) => {
                 let user = self.user().map(|u| u.to_string()).unwrap_or_default();
-                let frame = match self.ctx.store.history(user, h.with, h.before, h.limit).await {
+                let frame = match self
+                    .ctx
+                    .store
+                    .history(user, h.with, h.before, h.limit)
+                    .await
+                {
                     Ok(messages) => reply::encode_reply(Code::QueryOk, &Messages { messages }, id),
                     Err(e) => internal(&e, id),
                 };
@@ -145,28 +172,50 @@ impl Session {
                 self.state = State::Anonymous { failed_logins: 0 };
                 out.push(Outbound::Frame(reply::encode_reply(
                     Code::QueryOk,
-                    &ReqEcho { req: "logout".into() },
+                    &ReqEcho {
+                        req: "logout".into(),
+                    },
                     id,
                 )));
                 out.push(Outbound::Close);
             }
             Request::Direct(d) => {
                 let from = self.user().map(|u| u.to_string()).unwrap_or_default();
-                let message = NewMessage { from, to: Some(d.to), text: d.text, nonce: d.nonce };
+                let message = NewMessage {
+                    from,
+                    to: Some(d.to),
+                    text: d.text,
+                    nonce: d.nonce,
+                };
                 let frame = match self.ctx.store.append(message).await {
                     Ok(a) => {
-                        let code = if a.routed.delivered { Code::Delivered } else { Code::Stored };
-                        let receipt = Receipt { msg_id: a.message.msg_id, recipients: None, duplicate: false };
+                        let code = if a.routed.delivered {
+                            Code::Delivered
+                        } else {
+                            Code::Stored
+                        };
+                        let receipt = Receipt {
+                            msg_id: a.message.msg_id,
+                            recipients: None,
+                            duplicate: false,
+                        };
                         reply::encode_reply(code, &receipt, id)
                     }
-                    Err(StoreError::NoSuchUser(u)) => encode_error(Code::NoSuchUser, &format!("no such user {u:?}"), id),
+                    Err(StoreError::NoSuchUser(u)) => {
+                        encode_error(Code::NoSuchUser, &format!("no such user {u:?}"), id)
+                    }
                     Err(e) => internal(&e, id),
                 };
                 out.push(Outbound::Frame(frame));
             }
             Request::Broadcast(b) => {
                 let from = self.user().map(|u| u.to_string()).unwrap_or_default();
-                let message = NewMessage { from, to: None, text: b.text, nonce: b.nonce };
+                let message = NewMessage {
+                    from,
+                    to: None,
+                    text: b.text,
+                    nonce: b.nonce,
+                };
                 let frame = match self.ctx.store.append(message).await {
                     Ok(a) => {
                         let receipt = Receipt {
@@ -192,10 +241,16 @@ impl Session {
         match verified {
             Err(e) => out.push(Outbound::Frame(internal(&e, id))),
             Ok(false) => {
-                let State::Anonymous { failed_logins } = &mut self.state else { return };
+                let State::Anonymous { failed_logins } = &mut self.state else {
+                    return;
+                };
                 *failed_logins += 1;
                 if *failed_logins >= self.ctx.config.max_failed_logins {
-                    out.push(fail(Code::TooManyAttempts, "too many failed logins; closing the connection", id));
+                    out.push(fail(
+                        Code::TooManyAttempts,
+                        "too many failed logins; closing the connection",
+                        id,
+                    ));
                     out.push(Outbound::Close);
                 } else {
                     out.push(fail(Code::BadCredentials, "wrong name or password", id));
@@ -213,7 +268,11 @@ impl Session {
                     port: self.local_port,
                     heartbeat: heartbeat_number(self.ctx.config.heartbeat),
                 };
-                out.push(Outbound::Frame(reply::encode_reply(Code::LoginOk, &info, id)));
+                out.push(Outbound::Frame(reply::encode_reply(
+                    Code::LoginOk,
+                    &info,
+                    id,
+                )));
                 out.push(Outbound::StartDelivery(user));
             }
         }
@@ -227,5 +286,9 @@ fn fail(code: Code, reason: &str, id: Option<&Id>) -> Outbound {
 
 fn internal(err: &dyn std::fmt::Display, id: Option<&Id>) -> Bytes {
     tracing::error!("internal error: {err}");
-    encode_error(Code::Internal, "internal error; the request had no effect", id)
+    encode_error(
+        Code::Internal,
+        "internal error; the request had no effect",
+        id,
+    )
 }

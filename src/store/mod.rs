@@ -114,9 +114,20 @@ pub trait Store: Send + Sync + 'static {
     fn append(&self, message: NewMessage) -> StoreFuture<'_, Appended>;
     /// Direct messages to `user` above `after` (default: the user's delivery cursor),
     /// oldest first, at most `limit`.
-    fn undelivered(&self, user: String, after: Option<u64>, limit: u32) -> StoreFuture<'_, Vec<ChatMessage>>;
+    fn undelivered(
+        &self,
+        user: String,
+        after: Option<u64>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<ChatMessage>>;
     /// The conversation of `user` with `peer`, the newest `limit` below `before`, oldest first.
-    fn history(&self, user: String, peer: Peer, before: Option<u64>, limit: u32) -> StoreFuture<'_, Vec<ChatMessage>>;
+    fn history(
+        &self,
+        user: String,
+        peer: Peer,
+        before: Option<u64>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<ChatMessage>>;
     /// Records that every direct message to `user` up to `msg_id` was written to its connection.
     /// Never blocks; cursors are coalesced and written with the next group commit.
     fn advance_cursor(&self, user: &str, msg_id: u64);

@@ -30,16 +30,44 @@ const MAX_BATCH: usize = 2_048;
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Command {
-    CreateUser { name: String, hash: String, reply: Reply<()> },
-    PasswordHash { name: String, reply: Reply<Option<String>> },
-    DeleteUser { name: String, reply: Reply<bool> },
-    ListUsers { reply: Reply<Vec<String>> },
-    Append { message: NewMessage, reply: Reply<Appended> },
-    Undelivered { user: String, after: Option<u64>, limit: u32, reply: Reply<Vec<ChatMessage>> },
-    History { user: String, peer: Peer, before: Option<u64>, limit: u32, reply: Reply<Vec<ChatMessage>> },
+    CreateUser {
+        name: String,
+        hash: String,
+        reply: Reply<()>,
+    },
+    PasswordHash {
+        name: String,
+        reply: Reply<Option<String>>,
+    },
+    DeleteUser {
+        name: String,
+        reply: Reply<bool>,
+    },
+    ListUsers {
+        reply: Reply<Vec<String>>,
+    },
+    Append {
+        message: NewMessage,
+        reply: Reply<Appended>,
+    },
+    Undelivered {
+        user: String,
+        after: Option<u64>,
+        limit: u32,
+        reply: Reply<Vec<ChatMessage>>,
+    },
+    History {
+        user: String,
+        peer: Peer,
+        before: Option<u64>,
+        limit: u32,
+        reply: Reply<Vec<ChatMessage>>,
+    },
     /// Nothing to do but flush coalesced cursors.
     Wake,
-    Close { reply: Reply<()> },
+    Close {
+        reply: Reply<()>,
+    },
 }
 
 /// Cursor advances waiting for the next transaction, by user: only the highest matters.
@@ -71,19 +99,34 @@ impl SqliteStore {
                     let _ = ready_tx.send(Err(reason));
                 }
             })
-            .map_err(|e| StoreError::Open { path: path.into(), reason: e.to_string() })?;
+            .map_err(|e| StoreError::Open {
+                path: path.into(),
+                reason: e.to_string(),
+            })?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(SqliteStore { tx, cursors }),
-            Ok(Err(reason)) => Err(StoreError::Open { path: path.into(), reason }),
-            Err(_) => Err(StoreError::Open { path: path.into(), reason: "the store thread died".into() }),
+            Ok(Err(reason)) => Err(StoreError::Open {
+                path: path.into(),
+                reason,
+            }),
+            Err(_) => Err(StoreError::Open {
+                path: path.into(),
+                reason: "the store thread died".into(),
+            }),
         }
     }
 
-    fn call<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Command) -> StoreFuture<'_, T> {
+    fn call<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> StoreFuture<'_, T> {
         let (reply, rx) = oneshot::channel();
         let command = make(reply);
         Box::pin(async move {
-            self.tx.send(command).await.map_err(|_| StoreError::Closed)?;
+            self.tx
+                .send(command)
+                .await
+                .map_err(|_| StoreError::Closed)?;
             rx.await.map_err(|_| StoreError::Closed)?
         })
     }
@@ -91,7 +134,11 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn create_user(&self, name: String, password_hash: String) -> StoreFuture<'_, ()> {
-        self.call(|reply| Command::CreateUser { name, hash: password_hash, reply })
+        self.call(|reply| Command::CreateUser {
+            name,
+            hash: password_hash,
+            reply,
+        })
     }
 
     fn password_hash(&self, name: String) -> StoreFuture<'_, Option<String>> {
@@ -110,12 +157,34 @@ impl Store for SqliteStore {
         self.call(|reply| Command::Append { message, reply })
     }
 
-    fn undelivered(&self, user: String, after: Option<u64>, limit: u32) -> StoreFuture<'_, Vec<ChatMessage>> {
-        self.call(|reply| Command::Undelivered { user, after, limit, reply })
+    fn undelivered(
+        &self,
+        user: String,
+        after: Option<u64>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<ChatMessage>> {
+        self.call(|reply| Command::Undelivered {
+            user,
+            after,
+            limit,
+            reply,
+        })
     }
 
-    fn history(&self, user: String, peer: Peer, before: Option<u64>, limit: u32) -> StoreFuture<'_, Vec<ChatMessage>> {
-        self.call(|reply| Command::History { user, peer, before, limit, reply })
+    fn history(
+        &self,
+        user: String,
+        peer: Peer,
+        before: Option<u64>,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<ChatMessage>> {
+        self.call(|reply| Command::History {
+            user,
+            peer,
+            before,
+            limit,
+            reply,
+        })
     }
 
     fn advance_cursor(&self, user: &str, msg_id: u64) {
@@ -145,7 +214,9 @@ fn open_connection(path: &str) -> Result<Connection, String> {
     } else {
         Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
     }
     .map_err(|e| e.to_string())?;
@@ -167,15 +238,25 @@ enum Done {
     Hash(Reply<Option<String>>, Result<Option<String>, StoreError>),
     Bool(Reply<bool>, Result<bool, StoreError>),
     Names(Reply<Vec<String>>, Result<Vec<String>, StoreError>),
-    Messages(Reply<Vec<ChatMessage>>, Result<Vec<ChatMessage>, StoreError>),
+    Messages(
+        Reply<Vec<ChatMessage>>,
+        Result<Vec<ChatMessage>, StoreError>,
+    ),
     Appended(Reply<Appended>, Result<ChatMessage, StoreError>),
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Command>, sink: Arc<dyn CommitSink>, cursors: PendingCursors) {
+fn run(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Command>,
+    sink: Arc<dyn CommitSink>,
+    cursors: PendingCursors,
+) {
     let mut close_reply = None;
     let mut batch = Vec::with_capacity(64);
     while close_reply.is_none() {
-        let Some(first) = rx.blocking_recv() else { break };
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -201,7 +282,8 @@ fn run_batch(
     sink: &dyn CommitSink,
     cursors: &PendingCursors,
 ) -> Option<Reply<()>> {
-    let pending_cursors = std::mem::take(&mut *cursors.lock().unwrap_or_else(PoisonError::into_inner));
+    let pending_cursors =
+        std::mem::take(&mut *cursors.lock().unwrap_or_else(PoisonError::into_inner));
     let mut done = Vec::with_capacity(batch.len());
     let mut close = None;
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
@@ -230,17 +312,26 @@ fn run_batch(
             continue;
         }
         done.push(match command {
-            Command::CreateUser { name, hash, reply } => Done::Unit(reply, create_user(&tx, name, &hash)),
+            Command::CreateUser { name, hash, reply } => {
+                Done::Unit(reply, create_user(&tx, name, &hash))
+            }
             Command::PasswordHash { name, reply } => Done::Hash(reply, password_hash(&tx, &name)),
             Command::DeleteUser { name, reply } => Done::Bool(reply, delete_user(&tx, &name)),
             Command::ListUsers { reply } => Done::Names(reply, list_users(&tx)),
             Command::Append { message, reply } => Done::Appended(reply, append(&tx, message)),
-            Command::Undelivered { user, after, limit, reply } => {
-                Done::Messages(reply, undelivered(&tx, &user, after, limit))
-            }
-            Command::History { user, peer, before, limit, reply } => {
-                Done::Messages(reply, history(&tx, &user, &peer, before, limit))
-            }
+            Command::Undelivered {
+                user,
+                after,
+                limit,
+                reply,
+            } => Done::Messages(reply, undelivered(&tx, &user, after, limit)),
+            Command::History {
+                user,
+                peer,
+                before,
+                limit,
+                reply,
+            } => Done::Messages(reply, history(&tx, &user, &peer, before, limit)),
             Command::Wake => continue,
             Command::Close { reply } => {
                 close = Some(reply);
@@ -273,7 +364,9 @@ fn fail(command: Command, reason: &str, close: &mut Option<Reply<()>>) {
         Command::DeleteUser { reply, .. } => drop(reply.send(Err(err()))),
         Command::ListUsers { reply } => drop(reply.send(Err(err()))),
         Command::Append { reply, .. } => drop(reply.send(Err(err()))),
-        Command::Undelivered { reply, .. } | Command::History { reply, .. } => drop(reply.send(Err(err()))),
+        Command::Undelivered { reply, .. } | Command::History { reply, .. } => {
+            drop(reply.send(Err(err())))
+        }
         Command::Wake => {}
         Command::Close { reply } => *close = Some(reply),
     }
@@ -354,7 +447,9 @@ fn delete_user(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<bool, Store
 
 fn list_users(tx: &rusqlite::Transaction<'_>) -> Result<Vec<String>, StoreError> {
     let mut stmt = tx.prepare_cached("SELECT name FROM users ORDER BY name")?;
-    let names = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let names = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     Ok(names)
 }
 
@@ -370,10 +465,18 @@ fn append(tx: &rusqlite::Transaction<'_>, m: NewMessage) -> Result<ChatMessage, 
         }
     }
     let ts = now_ms();
-    tx.prepare_cached("INSERT INTO messages (sender, recipient, text, ts, nonce) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![m.from, m.to, m.text, ts, m.nonce])?;
+    tx.prepare_cached(
+        "INSERT INTO messages (sender, recipient, text, ts, nonce) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![m.from, m.to, m.text, ts, m.nonce])?;
     let msg_id = u64::try_from(tx.last_insert_rowid()).unwrap_or(0);
-    Ok(ChatMessage { msg_id, from: m.from, to: m.to, text: m.text, ts })
+    Ok(ChatMessage {
+        msg_id,
+        from: m.from,
+        to: m.to,
+        text: m.text,
+        ts,
+    })
 }
 
 fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChatMessage> {
@@ -404,7 +507,9 @@ fn undelivered(
         "SELECT msg_id, sender, recipient, text, ts FROM messages
          WHERE recipient = ?1 AND msg_id > ?2 ORDER BY msg_id LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![user, after, limit], row_to_message)?.collect::<Result<_, _>>()?;
+    let rows = stmt
+        .query_map(params![user, after, limit], row_to_message)?
+        .collect::<Result<_, _>>()?;
     Ok(rows)
 }
 
@@ -449,7 +554,12 @@ mod tests {
     }
 
     fn dm(from: &str, to: &str, text: &str) -> NewMessage {
-        NewMessage { from: from.into(), to: Some(to.into()), text: text.into(), nonce: None }
+        NewMessage {
+            from: from.into(),
+            to: Some(to.into()),
+            text: text.into(),
+            nonce: None,
+        }
     }
 
     #[tokio::test]
@@ -457,9 +567,15 @@ mod tests {
         let s = store();
         s.create_user("bob".into(), "h1".into()).await.unwrap();
         s.create_user("alice".into(), "h2".into()).await.unwrap();
-        assert!(matches!(s.create_user("bob".into(), "h3".into()).await, Err(StoreError::UserExists(_))));
+        assert!(matches!(
+            s.create_user("bob".into(), "h3".into()).await,
+            Err(StoreError::UserExists(_))
+        ));
         assert_eq!(s.list_users().await.unwrap(), vec!["alice", "bob"]);
-        assert_eq!(s.password_hash("bob".into()).await.unwrap().as_deref(), Some("h1"));
+        assert_eq!(
+            s.password_hash("bob".into()).await.unwrap().as_deref(),
+            Some("h1")
+        );
         assert!(s.delete_user("bob".into()).await.unwrap());
         assert!(!s.delete_user("bob".into()).await.unwrap());
         assert_eq!(s.password_hash("bob".into()).await.unwrap(), None);
@@ -474,10 +590,27 @@ mod tests {
         let m2 = s.append(dm("b", "a", "two")).await.unwrap();
         assert!(m2.message.msg_id > m1.message.msg_id);
         assert_eq!(m1.routed, Routed::default());
-        assert!(matches!(s.append(dm("a", "nobody", "x")).await, Err(StoreError::NoSuchUser(_))));
-        let h = s.history("a".into(), Peer::User("b".into()), None, 50).await.unwrap();
-        assert_eq!(h.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), vec!["one", "two"]);
-        let h = s.history("a".into(), Peer::User("b".into()), Some(m2.message.msg_id), 50).await.unwrap();
+        assert!(matches!(
+            s.append(dm("a", "nobody", "x")).await,
+            Err(StoreError::NoSuchUser(_))
+        ));
+        let h = s
+            .history("a".into(), Peer::User("b".into()), None, 50)
+            .await
+            .unwrap();
+        assert_eq!(
+            h.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
+            vec!["one", "two"]
+        );
+        let h = s
+            .history(
+                "a".into(),
+                Peer::User("b".into()),
+                Some(m2.message.msg_id),
+                50,
+            )
+            .await
+            .unwrap();
         assert_eq!(h.len(), 1);
     }
 
@@ -488,12 +621,21 @@ mod tests {
         s.create_user("b".into(), "h".into()).await.unwrap();
         let mut ids = Vec::new();
         for i in 0..5 {
-            ids.push(s.append(dm("a", "b", &i.to_string())).await.unwrap().message.msg_id);
+            ids.push(
+                s.append(dm("a", "b", &i.to_string()))
+                    .await
+                    .unwrap()
+                    .message
+                    .msg_id,
+            );
         }
         assert_eq!(s.undelivered("b".into(), None, 100).await.unwrap().len(), 5);
         s.advance_cursor("b", ids[2]);
         let rest = s.undelivered("b".into(), None, 100).await.unwrap();
-        assert_eq!(rest.iter().map(|m| m.msg_id).collect::<Vec<_>>(), ids[3..].to_vec());
+        assert_eq!(
+            rest.iter().map(|m| m.msg_id).collect::<Vec<_>>(),
+            ids[3..].to_vec()
+        );
         s.advance_cursor("b", ids[0]); // never goes backwards
         assert_eq!(s.undelivered("b".into(), None, 100).await.unwrap().len(), 2);
     }
@@ -502,11 +644,25 @@ mod tests {
     async fn broadcast_history_is_separate() {
         let s = store();
         s.create_user("a".into(), "h".into()).await.unwrap();
-        s.append(NewMessage { from: "a".into(), to: None, text: "all".into(), nonce: None }).await.unwrap();
-        let h = s.history("a".into(), Peer::Broadcasts, None, 10).await.unwrap();
+        s.append(NewMessage {
+            from: "a".into(),
+            to: None,
+            text: "all".into(),
+            nonce: None,
+        })
+        .await
+        .unwrap();
+        let h = s
+            .history("a".into(), Peer::Broadcasts, None, 10)
+            .await
+            .unwrap();
         assert_eq!(h.len(), 1);
         assert_eq!(h[0].to, None);
-        assert!(s.undelivered("a".into(), None, 10).await.unwrap().is_empty());
+        assert!(s
+            .undelivered("a".into(), None, 10)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]
