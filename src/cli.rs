@@ -193,8 +193,8 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             password_stdin,
         }) => {
             let password = read_password(&name, password_stdin)?;
+            let store = open_store(&cli.db, false)?;
             runtime.block_on(async {
-                let store = open_store(&cli.db, false)?;
                 let result = Accounts::new(store.clone()).create(&name, &password).await;
                 store.close().await?;
                 match result {
@@ -212,26 +212,30 @@ fn execute(cli: Cli) -> Result<(), CliError> {
                 }
             })
         }
-        Some(Command::DelUser { name }) => runtime.block_on(async {
+        Some(Command::DelUser { name }) => {
             let store = open_store(&cli.db, true)?;
-            let deleted = store.delete_user(name.clone()).await;
-            store.close().await?;
-            if deleted? {
-                eprintln!("{NAME}: deleted user {name:?}");
+            runtime.block_on(async {
+                let deleted = store.delete_user(name.clone()).await;
+                store.close().await?;
+                if deleted? {
+                    eprintln!("{NAME}: deleted user {name:?}");
+                    Ok(())
+                } else {
+                    Err(CliError::Failed(format!("no such user {name:?}")))
+                }
+            })
+        }
+        Some(Command::ListUsers) => {
+            let store = open_store(&cli.db, true)?;
+            runtime.block_on(async {
+                let users = store.list_users().await;
+                store.close().await?;
+                for u in users? {
+                    println!("{u}");
+                }
                 Ok(())
-            } else {
-                Err(CliError::Failed(format!("no such user {name:?}")))
-            }
-        }),
-        Some(Command::ListUsers) => runtime.block_on(async {
-            let store = open_store(&cli.db, true)?;
-            let users = store.list_users().await;
-            store.close().await?;
-            for u in users? {
-                println!("{u}");
-            }
-            Ok(())
-        }),
+            })
+        }
     }
 }
 
@@ -298,7 +302,8 @@ async fn wait_for_signal() {
     }
 }
 
-/// Opens the store for a subcommand; `must_exist` refuses to create an empty file by accident.
+/// Opens the store for a subcommand (before any runtime work: opening blocks);
+/// `must_exist` refuses to create an empty file by accident.
 fn open_store(db: &str, must_exist: bool) -> Result<Arc<dyn Store>, CliError> {
     if must_exist && db != MEMORY_DB && !Path::new(db).exists() {
         return Err(CliError::Failed(format!("no database at {db}")));
