@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{CommitSink, SqliteStore, Store, StoreError};
 use accounts::{AccountError, Accounts};
 use hub::{Hub, LocalHub};
 
@@ -89,17 +89,29 @@ pub struct ServerHandle {
 impl Server {
     /// Validates `config`, opens its store and binds its address.
     pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let db = config.db.clone();
+        Server::bind_with_store(config, move |sink| {
+            Ok(Arc::new(SqliteStore::open(&db, sink)?) as Arc<dyn Store>)
+        })
+        .await
+    }
+
+    /// Like [`Server::bind`], with the store made by `open`: the seam for another
+    /// [`Store`] implementation. `open` runs on the blocking pool and must route every
+    /// committed message through the sink it is given (the server's hub).
+    pub async fn bind_with_store<F>(config: ServerConfig, open: F) -> Result<Server, ServerError>
+    where
+        F: FnOnce(Arc<dyn CommitSink>) -> Result<Arc<dyn Store>, StoreError> + Send + 'static,
+    {
         config.validate().map_err(ServerError::Config)?;
         let hub = Arc::new(LocalHub::new());
-        let sink = hub.clone();
-        let db = config.db.clone();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&db, sink))
+        let sink: Arc<dyn CommitSink> = hub.clone();
+        let store = tokio::task::spawn_blocking(move || open(sink))
             .await
             .map_err(|e| StoreError::Open {
                 path: config.db.clone(),
                 reason: e.to_string(),
             })??;
-        let store: Arc<dyn Store> = Arc::new(store);
         let addr = format!("{}:{}", config.host, config.port);
         let listener = match TcpListener::bind((config.host.as_str(), config.port)).await {
             Ok(l) => l,

@@ -9,6 +9,7 @@
 //! the callers; so nothing is acknowledged before it is on disk.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -77,6 +78,7 @@ type PendingCursors = Arc<Mutex<HashMap<String, u64>>>;
 pub struct SqliteStore {
     tx: mpsc::Sender<Command>,
     cursors: PendingCursors,
+    transactions: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
@@ -88,12 +90,14 @@ impl SqliteStore {
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let owned_path = path.to_string();
         let thread_cursors = cursors.clone();
+        let transactions = Arc::new(AtomicU64::new(0));
+        let thread_transactions = transactions.clone();
         thread::Builder::new()
             .name("moechat-store".into())
             .spawn(move || match open_connection(&owned_path) {
                 Ok(conn) => {
                     let _ = ready_tx.send(Ok(()));
-                    run(conn, rx, sink, thread_cursors);
+                    run(conn, rx, sink, thread_cursors, thread_transactions);
                 }
                 Err(reason) => {
                     let _ = ready_tx.send(Err(reason));
@@ -104,7 +108,11 @@ impl SqliteStore {
                 reason: e.to_string(),
             })?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(SqliteStore { tx, cursors }),
+            Ok(Ok(())) => Ok(SqliteStore {
+                tx,
+                cursors,
+                transactions,
+            }),
             Ok(Err(reason)) => Err(StoreError::Open {
                 path: path.into(),
                 reason,
@@ -114,6 +122,11 @@ impl SqliteStore {
                 reason: "the store thread died".into(),
             }),
         }
+    }
+
+    /// Transactions committed so far: with group commit, far fewer than messages.
+    pub fn transactions(&self) -> u64 {
+        self.transactions.load(Ordering::Relaxed)
     }
 
     fn call<T: Send + 'static>(
@@ -250,6 +263,7 @@ fn run(
     mut rx: mpsc::Receiver<Command>,
     sink: Arc<dyn CommitSink>,
     cursors: PendingCursors,
+    transactions: Arc<AtomicU64>,
 ) {
     let mut close_reply = None;
     let mut batch = Vec::with_capacity(64);
@@ -265,6 +279,7 @@ fn run(
             }
         }
         close_reply = run_batch(&mut conn, &mut batch, sink.as_ref(), &cursors);
+        transactions.fetch_add(1, Ordering::Relaxed);
     }
     // Flush what the last batch did not see, then close the file before saying so.
     let mut empty = Vec::new();
@@ -663,6 +678,36 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_share_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let s = Arc::new(SqliteStore::open(path.to_str().unwrap(), Arc::new(NoRouting)).unwrap());
+        s.create_user("a".into(), "h".into()).await.unwrap();
+        s.create_user("b".into(), "h".into()).await.unwrap();
+        let before = s.transactions();
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move { s.append(dm("a", "b", &i.to_string())).await.unwrap() })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap().message.msg_id);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 400, "every append got its own msg_id");
+        let used = s.transactions() - before;
+        eprintln!("400 appends in {used} transactions");
+        // One fsync-ed commit takes long enough for the others to queue behind it.
+        assert!(
+            used < 100,
+            "400 concurrent appends took {used} transactions"
+        );
     }
 
     #[tokio::test]
