@@ -13,6 +13,11 @@ use serde_json::{Map, Value};
 
 use super::code::{Code, Status};
 
+/// The highest `status_code` an envelope may carry.
+pub const MAX_STATUS_CODE: u64 = 100;
+/// The codes an `m` frame may carry (seed Table 2: 8x and 9x).
+pub const MESSAGE_CODES: std::ops::RangeInclusive<u8> = 80..=99;
+
 /// The longest `id` string a client may use, in characters.
 pub const MAX_ID_CHARS: usize = 64;
 
@@ -123,12 +128,12 @@ impl Envelope {
         .ok_or_else(|| invalid("status must be one of \"q\", \"r\", \"e\", \"m\""))?;
         let code = match obj.get("status_code") {
             None => return Err(invalid("status_code is missing")),
-            Some(Value::Number(n)) => n.as_u64().filter(|&c| c <= 100),
+            Some(Value::Number(n)) => n.as_u64().filter(|&c| c <= MAX_STATUS_CODE),
             Some(_) => None,
         }
         .ok_or_else(|| invalid("status_code must be an integer from 0 to 100"))?;
         let code = u8::try_from(code).map_err(|_| invalid("status_code out of range"))?;
-        if status == Status::Message && !(80..=99).contains(&code) {
+        if status == Status::Message && !MESSAGE_CODES.contains(&code) {
             return Err(invalid("an \"m\" frame needs a status_code from 80 to 99"));
         }
         let info = match obj.remove("info") {

@@ -57,7 +57,7 @@ impl RequestKind {
                 _ => RequestKind::Unknown,
             }),
             // The envelope parser guarantees an `m` code from 80 to 99; the decade decides.
-            Status::Message if env.code < 90 => Some(RequestKind::Direct),
+            Status::Message if env.code < Code::Broadcast.number() => Some(RequestKind::Direct),
             Status::Message => Some(RequestKind::Broadcast),
             Status::Response | Status::Error => None,
         }
