@@ -1,19 +1,57 @@
 # One place for the gates CI runs: `make test` is the README's test command.
-.PHONY: test lint fmt build serve
+#
+# It needs only cargo and python3 (3.9 or newer): the Python tools are installed
+# into a fresh virtual environment, .venv, on first use.
+.PHONY: test lint rust-lint rust-test py-env py-build py-lint py-test fmt build serve clean-venv
 
-# Everything: formatting, lints, unit and integration tests.
-test: lint
-	cargo test --all-targets --locked
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+# The extension builds in its own target dir: switching the python feature on and off
+# in one dir would rebuild pyo3's dependency chain every time.
+PY_TARGET := target/python
 
-lint:
+test: lint rust-test py-test
+
+lint: rust-lint py-lint
+
+rust-lint:
 	cargo fmt --check
 	cargo clippy --all-targets --locked -- -D warnings
+	CARGO_TARGET_DIR=$(PY_TARGET) cargo clippy --lib --features python --locked -- -D warnings
+
+rust-test:
+	cargo test --all-targets --locked
+
+$(VENV)/.tools: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet "maturin>=1.9.4,<2" "pytest>=8" "pytest-timeout>=2" "ruff>=0.6" "mypy>=1.10"
+	touch $@
+
+py-env: $(VENV)/.tools
+
+# Builds the extension (debug) and installs the package into the venv, editable.
+py-build: py-env
+	VIRTUAL_ENV=$(abspath $(VENV)) CARGO_TARGET_DIR=$(PY_TARGET) $(VENV)/bin/maturin develop --quiet --locked
+
+py-lint: py-env
+	$(VENV)/bin/ruff check python tests
+	$(VENV)/bin/ruff format --check python tests
+	$(VENV)/bin/mypy python/moechat tests/*.py
+
+py-test: py-build
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 fmt:
 	cargo fmt
+	$(VENV)/bin/ruff format python tests
 
 build:
 	cargo build --release --locked
 
 serve:
 	cargo run --release --locked --bin moechat-server
+
+clean-venv:
+	rm -rf $(VENV)

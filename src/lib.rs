@@ -12,14 +12,18 @@
 //! - [`client`]: the async Rust client.
 //! - [`config`]: server settings and their defaults.
 //! - [`cli`]: the `moechat-server` command line, callable from other front ends.
+//! - `python` (cargo feature `python`): the PyO3 bindings behind the `moechat`
+//!   Python package; thin wrappers over the modules above.
 
-#![deny(unsafe_code)]
+#![cfg_attr(not(feature = "python"), deny(unsafe_code))]
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod protocol;
+#[cfg(feature = "python")]
+mod python;
 pub mod server;
 pub mod store;
 

@@ -1,0 +1,100 @@
+"""``moechat.AsyncClient``: the asyncio twin of ``moechat.Client``, same Rust client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from types import TracebackType
+
+from typing_extensions import Self
+
+from . import _moechat
+from ._errors import ConnectionClosed
+from ._types import Message, Receipt
+
+
+class AsyncClient:
+    """A connection to a MoeChat server for asyncio.
+
+    Make one with ``await AsyncClient.connect(host, port)``.
+
+    Every method is a coroutine with the same arguments and errors as on ``Client``.
+    """
+
+    def __init__(self, core: _moechat.AsyncClientCore) -> None:
+        self._core = core
+
+    @classmethod
+    async def connect(
+        cls, host: str = "127.0.0.1", port: int = 3541, timeout: float | None = 10.0
+    ) -> AsyncClient:
+        """Connect; ``ConnectionError`` if the server cannot be reached."""
+        return cls(await _moechat.AsyncClientCore.connect(host, port, timeout))
+
+    async def register(self, user: str, password: str, *, timeout: float | None = None) -> None:
+        await self._core.register(user, password, timeout)
+
+    async def login(self, user: str, password: str, *, timeout: float | None = None) -> str:
+        return await self._core.login(user, password, timeout)
+
+    async def users(self, *, timeout: float | None = None) -> list[str]:
+        return await self._core.users(timeout)
+
+    async def send(self, to: str, text: str, *, timeout: float | None = None) -> Receipt:
+        return Receipt._from_core(await self._core.send(to, text, timeout))
+
+    async def broadcast(self, text: str, *, timeout: float | None = None) -> Receipt:
+        return Receipt._from_core(await self._core.broadcast(text, timeout))
+
+    async def history(
+        self,
+        with_: str,
+        limit: int = 50,
+        before: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[Message]:
+        return [
+            Message._from_core(m) for m in await self._core.history(with_, limit, before, timeout)
+        ]
+
+    async def recv(self, timeout: float | None = None) -> Message | None:
+        """The next pushed message, or ``None`` when ``timeout`` seconds pass first."""
+        raw = await self._core.recv(timeout)
+        return None if raw is None else Message._from_core(raw)
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        while True:
+            try:
+                message = await self.recv()
+            except ConnectionClosed:
+                raise StopAsyncIteration from None
+            if message is not None:
+                return message
+
+    async def ping(self, *, timeout: float | None = None) -> float:
+        return await self._core.ping(timeout)
+
+    async def logout(self, *, timeout: float | None = None) -> None:
+        await self._core.logout(timeout)
+
+    async def close(self) -> None:
+        """Close the connection; idempotent."""
+        self._core.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._core.closed
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,99 @@
+"""``moechat.Server``: the Rust MoeChat server, run in this process."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from typing_extensions import Self
+
+from . import _moechat
+
+
+class Server:
+    """A MoeChat server on its own threads; ``start`` returns once it listens.
+
+    ``port=0`` picks a free port (read it from ``port`` after ``start``); ``db`` is a
+    SQLite file path or ``":memory:"``.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        db: str = ":memory:",
+        *,
+        heartbeat: float = 60.0,
+        registration: bool = True,
+        max_frame_bytes: int = 65536,
+        max_text_bytes: int = 8192,
+        max_connections: int = 10000,
+    ) -> None:
+        self._core = _moechat.ServerCore(
+            host,
+            port,
+            db,
+            heartbeat,
+            registration,
+            max_frame_bytes,
+            max_text_bytes,
+            max_connections,
+        )
+
+    def add_user(self, name: str, password: str) -> None:
+        """Create a user; ``ValueError`` for an invalid name or password,
+        ``UserExistsError`` if the name is taken."""
+        self._core.add_user(name, password)
+
+    def start(self) -> None:
+        """Start serving; ``RuntimeError`` if already running, ``OSError`` if the port is taken."""
+        self._core.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)``, with the real port once started."""
+        return self._core.address
+
+    @property
+    def host(self) -> str:
+        return self.address[0]
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    @property
+    def running(self) -> bool:
+        return self._core.running
+
+    def online_users(self) -> list[str]:
+        """Users logged in right now, sorted."""
+        return self._core.online_users()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop gracefully (clients get ``e``/65, pending messages are committed); idempotent."""
+        self._core.stop(timeout)
+
+    def serve_forever(self) -> None:
+        """Start if needed and block until stopped; Ctrl-C stops the server cleanly."""
+        if not self.running:
+            self.start()
+        try:
+            self._core.wait_stopped()
+        except KeyboardInterrupt:
+            self.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<moechat.Server {self.host}:{self.port} {state}>"

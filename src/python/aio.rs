@@ -1,0 +1,201 @@
+//! `AsyncClientCore`: the async Rust client behind `moechat.AsyncClient`.
+//!
+//! Each method returns an asyncio awaitable made by `future_into_py`; the Rust
+//! future runs on the same shared runtime as the blocking API, and cancelling
+//! the awaitable drops it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyTimeoutError;
+use pyo3::prelude::*;
+use pyo3_async_runtimes::tokio::future_into_py;
+
+use super::client::{message_tuple, receipt_tuple};
+use super::{client_error, seconds};
+use crate::client::{Client, ClientError, Incoming};
+use crate::protocol::request::Peer;
+use crate::protocol::validate::BROADCAST_PEER;
+
+/// A connection to a MoeChat server, for asyncio.
+#[pyclass(frozen, module = "moechat._moechat")]
+pub struct AsyncClientCore {
+    client: Client,
+    /// One receiver at a time: the lock is the receiver's place in line, held only
+    /// while it waits for the next push, and guards nothing else.
+    incoming: Arc<tokio::sync::Mutex<Incoming>>,
+    timeout: Option<Duration>,
+}
+
+/// Runs `fut` within `limit`, turning its failure into the matching Python exception.
+async fn bounded<T>(
+    limit: Option<Duration>,
+    fut: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> PyResult<T> {
+    let result = match limit {
+        Some(l) => match tokio::time::timeout(l, fut).await {
+            Ok(r) => r,
+            Err(_) => return Err(PyTimeoutError::new_err("the operation timed out")),
+        },
+        None => fut.await,
+    };
+    result.map_err(|e| Python::attach(|py| client_error(py, e)))
+}
+
+impl AsyncClientCore {
+    fn limit(&self, timeout: Option<f64>) -> PyResult<Option<Duration>> {
+        match timeout {
+            Some(_) => seconds(timeout, "timeout"),
+            None => Ok(self.timeout),
+        }
+    }
+}
+
+#[pymethods]
+impl AsyncClientCore {
+    /// Connects; the awaitable yields an `AsyncClientCore`.
+    #[staticmethod]
+    #[pyo3(signature = (host, port, timeout = None))]
+    fn connect(
+        py: Python<'_>,
+        host: String,
+        port: u16,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'_, PyAny>> {
+        let timeout = seconds(timeout, "timeout")?;
+        future_into_py(py, async move {
+            let (client, incoming) = bounded(timeout, Client::connect(&host, port)).await?;
+            Ok(AsyncClientCore {
+                client,
+                incoming: Arc::new(tokio::sync::Mutex::new(incoming)),
+                timeout,
+            })
+        })
+    }
+
+    #[pyo3(signature = (user, password, timeout = None))]
+    fn login<'py>(
+        &self,
+        py: Python<'py>,
+        user: String,
+        password: String,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (c, limit) = (self.client.clone(), self.limit(timeout)?);
+        future_into_py(py, async move {
+            Ok(bounded(limit, c.login(&user, &password)).await?.session)
+        })
+    }
+
+    #[pyo3(signature = (user, password, timeout = None))]
+    fn register<'py>(
+        &self,
+        py: Python<'py>,
+        user: String,
+        password: String,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (c, limit) = (self.client.clone(), self.limit(timeout)?);
+        future_into_py(py, async move {
+            bounded(limit, c.register(&user, &password)).await
+        })
+    }
+
+    #[pyo3(signature = (timeout = None))]
+    fn users<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let (c, limit) = (self.client.clone(), self.limit(timeout)?);
+        future_into_py(py, async move { bounded(limit, c.users()).await })
+    }
+
+    #[pyo3(signature = (to, text, timeout = None))]
+    fn send<'py>(
+        &self,
+        py: Python<'py>,
+        to: String,
+        text: String,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (c, limit) = (self.client.clone(), self.limit(timeout)?);
+        future_into_py(py, async move {
+            Ok(receipt_tuple(bounded(limit, c.send(&to, &text)).await?))
+        })
+    }
+
+    #[pyo3(signature = (text, timeout = None))]
+    fn broadcast<'py>(
+        &self,
+        py: Python<'py>,
+        text: String,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (c, limit) = (self.client.clone(), self.limit(timeout)?);
+        future_into_py(py, async move {
+            Ok(receipt_tuple(bounded(limit, c.broadcast(&text)).await?))
+        })
+    }
+
+    #[pyo3(signature = (with_, limit = 50, before = None, timeout = None))]
+    fn history<'py>(
+        &self,
+        py: Python<'py>,
+        with_: String,
+        limit: u32,
+        before: Option<u64>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let peer = if with_ == BROADCAST_PEER {
+            Peer::Broadcasts
+        } else {
+            Peer::User(with_)
+        };
+        let (c, bound) = (self.client.clone(), self.limit(timeout)?);
+        future_into_py(py, async move {
+            let messages = bounded(bound, c.history(peer, limit, before)).await?;
+            Ok(messages.into_iter().map(message_tuple).collect::<Vec<_>>())
+        })
+    }
+
+    #[pyo3(signature = (timeout = None))]
+    fn ping<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let (c, limit) = (self.client.clone(), self.limit(timeout)?);
+        future_into_py(py, async move {
+            Ok(bounded(limit, c.ping()).await?.as_secs_f64())
+        })
+    }
+
+    #[pyo3(signature = (timeout = None))]
+    fn logout<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let (c, limit) = (self.client.clone(), self.limit(timeout)?);
+        future_into_py(py, async move { bounded(limit, c.logout()).await })
+    }
+
+    /// The next pushed message, or `None` once `timeout` seconds pass (`None` waits forever).
+    #[pyo3(signature = (timeout = None))]
+    fn recv<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let limit = seconds(timeout, "timeout")?;
+        let incoming = self.incoming.clone();
+        future_into_py(py, async move {
+            let mut incoming = incoming.lock().await;
+            let got = match limit {
+                Some(l) => match tokio::time::timeout(l, incoming.recv()).await {
+                    Ok(r) => r,
+                    Err(_) => return Ok(None),
+                },
+                None => incoming.recv().await,
+            };
+            match got {
+                Ok(m) => Ok(Some(message_tuple(m))),
+                Err(e) => Err(Python::attach(|py| client_error(py, e))),
+            }
+        })
+    }
+
+    fn close(&self) {
+        self.client.close();
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}

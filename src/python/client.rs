@@ -1,0 +1,234 @@
+//! `ClientCore`: the async Rust client behind `moechat.Client`, driven synchronously.
+//!
+//! Requests run as tasks on the shared runtime while the calling thread waits
+//! without the GIL; pushed messages are taken from the client's `Incoming`
+//! under their own lock, so one thread may `recv` while another sends.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+
+use super::{client_error, runtime, seconds, wait, SLICE};
+use crate::client::{Client, Incoming, Sent};
+use crate::protocol::reply::ChatMessage;
+use crate::protocol::request::Peer;
+use crate::protocol::validate::BROADCAST_PEER;
+
+/// `(msg_id, sender, recipient, text, ts)`; the Python face turns it into a `Message`.
+pub(super) type MessageTuple = (u64, String, Option<String>, String, i64);
+/// `(msg_id, stored, recipients, duplicate)`; the Python face turns it into a `Receipt`.
+pub(super) type ReceiptTuple = (u64, bool, Option<u64>, bool);
+
+pub(super) fn message_tuple(m: ChatMessage) -> MessageTuple {
+    (m.msg_id, m.from, m.to, m.text, m.ts)
+}
+
+pub(super) fn receipt_tuple(s: Sent) -> ReceiptTuple {
+    (s.msg_id, s.stored, s.recipients, s.duplicate)
+}
+
+/// A connection to a MoeChat server.
+#[pyclass(frozen, module = "moechat._moechat")]
+pub struct ClientCore {
+    client: Client,
+    incoming: Arc<Mutex<Incoming>>,
+    timeout: Option<Duration>,
+}
+
+impl ClientCore {
+    /// The call's own timeout, or the client's default when `None` was passed.
+    fn limit(&self, timeout: Option<f64>) -> PyResult<Option<Duration>> {
+        match timeout {
+            Some(_) => seconds(timeout, "timeout"),
+            None => Ok(self.timeout),
+        }
+    }
+}
+
+#[pymethods]
+impl ClientCore {
+    /// Connects to `host:port`; `timeout` (seconds) is the default for every call.
+    #[new]
+    #[pyo3(signature = (host, port, timeout = None))]
+    fn new(py: Python<'_>, host: String, port: u16, timeout: Option<f64>) -> PyResult<ClientCore> {
+        let timeout = seconds(timeout, "timeout")?;
+        let (client, incoming) = wait(
+            py,
+            async move { Client::connect(&host, port).await },
+            timeout,
+            client_error,
+        )?;
+        Ok(ClientCore {
+            client,
+            incoming: Arc::new(Mutex::new(incoming)),
+            timeout,
+        })
+    }
+
+    #[pyo3(signature = (user, password, timeout = None))]
+    fn login(
+        &self,
+        py: Python<'_>,
+        user: String,
+        password: String,
+        timeout: Option<f64>,
+    ) -> PyResult<String> {
+        let c = self.client.clone();
+        let info = wait(
+            py,
+            async move { c.login(&user, &password).await },
+            self.limit(timeout)?,
+            client_error,
+        )?;
+        Ok(info.session)
+    }
+
+    #[pyo3(signature = (user, password, timeout = None))]
+    fn register(
+        &self,
+        py: Python<'_>,
+        user: String,
+        password: String,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let c = self.client.clone();
+        wait(
+            py,
+            async move { c.register(&user, &password).await },
+            self.limit(timeout)?,
+            client_error,
+        )
+    }
+
+    #[pyo3(signature = (timeout = None))]
+    fn users(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<String>> {
+        let c = self.client.clone();
+        wait(
+            py,
+            async move { c.users().await },
+            self.limit(timeout)?,
+            client_error,
+        )
+    }
+
+    #[pyo3(signature = (to, text, timeout = None))]
+    fn send(
+        &self,
+        py: Python<'_>,
+        to: String,
+        text: String,
+        timeout: Option<f64>,
+    ) -> PyResult<ReceiptTuple> {
+        let c = self.client.clone();
+        let sent = wait(
+            py,
+            async move { c.send(&to, &text).await },
+            self.limit(timeout)?,
+            client_error,
+        )?;
+        Ok(receipt_tuple(sent))
+    }
+
+    #[pyo3(signature = (text, timeout = None))]
+    fn broadcast(
+        &self,
+        py: Python<'_>,
+        text: String,
+        timeout: Option<f64>,
+    ) -> PyResult<ReceiptTuple> {
+        let c = self.client.clone();
+        let sent = wait(
+            py,
+            async move { c.broadcast(&text).await },
+            self.limit(timeout)?,
+            client_error,
+        )?;
+        Ok(receipt_tuple(sent))
+    }
+
+    #[pyo3(signature = (with_, limit = 50, before = None, timeout = None))]
+    fn history(
+        &self,
+        py: Python<'_>,
+        with_: String,
+        limit: u32,
+        before: Option<u64>,
+        timeout: Option<f64>,
+    ) -> PyResult<Vec<MessageTuple>> {
+        let peer = if with_ == BROADCAST_PEER {
+            Peer::Broadcasts
+        } else {
+            Peer::User(with_)
+        };
+        let c = self.client.clone();
+        let messages = wait(
+            py,
+            async move { c.history(peer, limit, before).await },
+            self.limit(timeout)?,
+            client_error,
+        )?;
+        Ok(messages.into_iter().map(message_tuple).collect())
+    }
+
+    #[pyo3(signature = (timeout = None))]
+    fn ping(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<f64> {
+        let c = self.client.clone();
+        let rtt = wait(
+            py,
+            async move { c.ping().await },
+            self.limit(timeout)?,
+            client_error,
+        )?;
+        Ok(rtt.as_secs_f64())
+    }
+
+    #[pyo3(signature = (timeout = None))]
+    fn logout(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let c = self.client.clone();
+        wait(
+            py,
+            async move { c.logout().await },
+            self.limit(timeout)?,
+            client_error,
+        )
+    }
+
+    /// The next pushed message, or `None` once `timeout` seconds pass (`None` waits forever).
+    /// Raises `ConnectionClosed` when the connection has ended and nothing is left.
+    #[pyo3(signature = (timeout = None))]
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<MessageTuple>> {
+        let deadline = seconds(timeout, "timeout")?.map(|t| Instant::now() + t);
+        let rt = runtime();
+        loop {
+            let slice = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
+                None => SLICE,
+            };
+            // Incoming::recv is cancel-safe: a slice that times out loses nothing.
+            let got = py.detach(|| {
+                let mut incoming = self.incoming.lock().unwrap_or_else(PoisonError::into_inner);
+                rt.block_on(async { tokio::time::timeout(slice, incoming.recv()).await })
+            });
+            match got {
+                Ok(Ok(m)) => return Ok(Some(message_tuple(m))),
+                Ok(Err(e)) => return Err(client_error(py, e)),
+                Err(_) => {}
+            }
+            py.check_signals()?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Closes the connection; idempotent.
+    fn close(&self) {
+        self.client.close();
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.client.is_closed()
+    }
+}

@@ -1,0 +1,168 @@
+//! The PyO3 layer (cargo feature `python`): thin wrappers that expose the Rust
+//! server, client and CLI to the `moechat` Python package as `moechat._moechat`.
+//!
+//! No chat logic lives here. Blocking calls run on the one shared tokio runtime
+//! with the GIL released, in short slices with `check_signals` between them so
+//! Ctrl-C interrupts them; errors become the exception classes defined in
+//! `moechat._errors`, so the hierarchy is plain Python and easy to catch.
+
+mod aio;
+mod client;
+mod server;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{
+    PyConnectionError, PyConnectionRefusedError, PyOSError, PyTimeoutError, PyValueError,
+};
+use pyo3::prelude::*;
+
+use crate::client::ClientError;
+use crate::protocol::code::Code;
+use crate::server::accounts::AccountError;
+use crate::server::ServerError;
+use crate::store::StoreError;
+
+/// How long one GIL-free wait lasts before signals are checked again.
+const SLICE: Duration = Duration::from_millis(50);
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    pyo3_async_runtimes::tokio::get_runtime()
+}
+
+/// Runs `fut` on the shared runtime and waits for it without the GIL, staying
+/// interruptible; `timeout` raises the built-in `TimeoutError`.
+fn wait<T, E>(
+    py: Python<'_>,
+    fut: impl Future<Output = Result<T, E>> + Send + 'static,
+    timeout: Option<Duration>,
+    to_py: impl Fn(Python<'_>, E) -> PyErr,
+) -> PyResult<T>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let rt = runtime();
+    let mut handle = rt.spawn(fut);
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let slice = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
+            None => SLICE,
+        };
+        let joined =
+            py.detach(|| rt.block_on(async { tokio::time::timeout(slice, &mut handle).await }));
+        if let Ok(result) = joined {
+            return match result {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => Err(to_py(py, e)),
+                Err(join) => Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                    "task failed: {join}"
+                ))),
+            };
+        }
+        if let Err(e) = py.check_signals() {
+            handle.abort();
+            return Err(e);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            handle.abort();
+            return Err(PyTimeoutError::new_err("the operation timed out"));
+        }
+    }
+}
+
+/// Seconds from Python (`None` = no limit) as a duration; negative or NaN is a `ValueError`.
+fn seconds(value: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
+    match value {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(PyValueError::new_err(format!(
+            "{what} must be a non-negative number of seconds, not {s}"
+        ))),
+    }
+}
+
+/// An instance of a `moechat._errors` class, as a Python exception.
+fn moechat_error(py: Python<'_>, class: &str, reason: &str, code: Option<u8>) -> PyErr {
+    let made = py
+        .import("moechat._errors")
+        .and_then(|m| m.getattr(class))
+        .and_then(|cls| cls.call1((reason, code)));
+    match made {
+        Ok(obj) => PyErr::from_value(obj),
+        Err(e) => e,
+    }
+}
+
+fn client_error(py: Python<'_>, e: ClientError) -> PyErr {
+    match e {
+        ClientError::Connect {
+            kind: std::io::ErrorKind::ConnectionRefused,
+            ..
+        } => PyConnectionRefusedError::new_err(e.to_string()),
+        ClientError::Connect { .. } => PyConnectionError::new_err(e.to_string()),
+        ClientError::Server { code, ref message } => {
+            let class = match Code::from_number(code) {
+                Some(
+                    Code::BadCredentials
+                    | Code::LoginMalformed
+                    | Code::TooManyAttempts
+                    | Code::AlreadyLoggedIn,
+                ) => "LoginError",
+                Some(
+                    Code::UnknownRequest
+                    | Code::NotLoggedIn
+                    | Code::BadArguments
+                    | Code::NameTaken
+                    | Code::RegistrationClosed,
+                ) => "QueryError",
+                Some(
+                    Code::MessageNotLoggedIn
+                    | Code::NoSuchUser
+                    | Code::MalformedMessage
+                    | Code::BadText
+                    | Code::RateLimited
+                    | Code::QuotaFull,
+                ) => "SendError",
+                _ => "ProtocolError",
+            };
+            moechat_error(py, class, message, Some(code))
+        }
+        ClientError::Closed { code, ref reason } => {
+            moechat_error(py, "ConnectionClosed", reason, code)
+        }
+        ClientError::Protocol(ref reason) => moechat_error(py, "ProtocolError", reason, None),
+    }
+}
+
+fn server_error(py: Python<'_>, e: ServerError) -> PyErr {
+    match e {
+        ServerError::Config(msg) => PyValueError::new_err(msg),
+        ServerError::Bind { .. } => PyOSError::new_err(e.to_string()),
+        ServerError::Account(AccountError::InvalidName(_) | AccountError::InvalidPassword) => {
+            PyValueError::new_err(e.to_string())
+        }
+        ServerError::Account(AccountError::Store(StoreError::UserExists(_))) => {
+            moechat_error(py, "UserExistsError", &e.to_string(), None)
+        }
+        other => moechat_error(py, "MoeChatError", &other.to_string(), None),
+    }
+}
+
+/// Runs the `moechat-server` command line with `argv` (program name first); returns the exit code.
+#[pyfunction]
+fn cli_main(py: Python<'_>, argv: Vec<String>) -> i32 {
+    py.detach(|| crate::cli::run(argv))
+}
+
+#[pymodule(name = "_moechat")]
+fn moechat_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add_class::<server::ServerCore>()?;
+    m.add_class::<client::ClientCore>()?;
+    m.add_class::<aio::AsyncClientCore>()?;
+    Ok(())
+}

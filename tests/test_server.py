@@ -1,0 +1,81 @@
+"""moechat.Server from Python: lifecycle, users, errors."""
+
+from __future__ import annotations
+
+import socket
+
+import moechat
+import pytest
+
+
+def test_version_matches_cargo() -> None:
+    with open("Cargo.toml", encoding="utf-8") as f:
+        line = next(line for line in f if line.startswith("version"))
+    assert moechat.__version__ == line.split('"')[1]
+
+
+def test_lifecycle_and_context_manager() -> None:
+    srv = moechat.Server(port=0)
+    assert not srv.running
+    srv.start()
+    assert srv.running
+    assert srv.port != 0
+    assert srv.host == "127.0.0.1"
+    assert srv.address == ("127.0.0.1", srv.port)
+    with pytest.raises(RuntimeError):
+        srv.start()
+    srv.stop()
+    assert not srv.running
+    srv.stop()  # idempotent
+    with moechat.Server(port=0) as s2:
+        assert s2.running
+        with socket.create_connection(("127.0.0.1", s2.port)):
+            pass
+    assert not s2.running
+
+
+def test_add_user_errors(server: moechat.Server) -> None:
+    with pytest.raises(ValueError):
+        server.add_user("Not Valid", "pw")
+    with pytest.raises(ValueError):
+        server.add_user("dave", "")
+    with pytest.raises(moechat.UserExistsError):
+        server.add_user("alice", "again")
+    server.add_user("dave", "pw")
+
+
+def test_bad_settings_are_value_errors() -> None:
+    with pytest.raises(ValueError):
+        moechat.Server(heartbeat=0)
+    with pytest.raises(ValueError):
+        moechat.Server(heartbeat=-1.0)
+    with pytest.raises(ValueError):
+        moechat.Server(max_connections=0)
+
+
+def test_port_in_use_is_oserror() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        srv = moechat.Server(port=taken.getsockname()[1])
+        with pytest.raises(OSError):
+            srv.start()
+
+
+def test_online_users_and_graceful_stop(server: moechat.Server) -> None:
+    c = moechat.Client("127.0.0.1", server.port)
+    c.login("bob", "builder")
+    assert server.online_users() == ["bob"]
+    server.stop()
+    with pytest.raises(moechat.ConnectionClosed) as info:
+        c.recv(timeout=5)
+    assert info.value.code == 65
+    assert isinstance(info.value, ConnectionError)
+
+
+def test_registration_closed() -> None:
+    with moechat.Server(port=0, registration=False) as srv:
+        c = moechat.Client("127.0.0.1", srv.port)
+        with pytest.raises(moechat.QueryError) as info:
+            c.register("dave", "pw")
+        assert info.value.code == 44
