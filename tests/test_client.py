@@ -144,3 +144,30 @@ def test_timeout_on_a_call_is_timeout_error() -> None:
             c.users(timeout=0.1)
         assert time.monotonic() - start < 5
         c.close()
+
+
+def test_a_reply_of_the_wrong_shape_is_protocol_error() -> None:
+    import json
+
+    with socket.socket() as fake:
+        fake.bind(("127.0.0.1", 0))
+        fake.listen()
+
+        def serve() -> None:
+            conn, _ = fake.accept()
+            with conn, conn.makefile("rwb") as f:
+                request = json.loads(f.readline())
+                reply = {"status": "r", "status_code": 30, "info": {"users": 5}}
+                reply["id"] = request["id"]
+                f.write(json.dumps(reply).encode() + b"\n")
+                f.flush()
+                f.readline()  # hold the connection until the client closes
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        c = moechat.Client("127.0.0.1", fake.getsockname()[1], timeout=5)
+        with pytest.raises(moechat.ProtocolError) as info:
+            c.users()
+        assert info.value.code is None
+        c.close()
+        t.join(timeout=5)
