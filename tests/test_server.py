@@ -79,3 +79,24 @@ def test_registration_closed() -> None:
         with pytest.raises(moechat.QueryError) as info:
             c.register("dave", "pw")
         assert info.value.code == 44
+
+
+def test_imports_with_the_standard_library_only() -> None:
+    # typing_extensions comes with mypy in the test venv, not with moechat: block it.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'typing_extensions':\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import moechat, moechat.server, moechat.client\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout == "ok\n", done.stderr

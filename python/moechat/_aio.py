@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-from typing_extensions import Self
-
 from . import _moechat
 from ._errors import ConnectionClosed
 from ._types import Message, Receipt
@@ -88,7 +86,7 @@ class AsyncClient:
     def closed(self) -> bool:
         return self._core.closed
 
-    async def __aenter__(self) -> Self:
+    async def __aenter__(self) -> AsyncClient:
         return self
 
     async def __aexit__(

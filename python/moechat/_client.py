@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from types import TracebackType
 
-from typing_extensions import Self
-
 from . import _moechat
 from ._errors import ConnectionClosed
 from ._types import Message, Receipt
@@ -93,7 +91,7 @@ class Client:
     def closed(self) -> bool:
         return self._core.closed
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(

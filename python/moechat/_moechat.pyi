@@ -1,6 +1,5 @@
 from collections.abc import Awaitable
-
-from typing_extensions import TypeAlias
+from typing import TypeAlias
 
 __version__: str
 

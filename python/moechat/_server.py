@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from typing_extensions import Self
-
 from . import _moechat
 
 
@@ -82,7 +80,7 @@ class Server:
         except KeyboardInterrupt:
             self.stop()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> Server:
         self.start()
         return self
 
