@@ -40,7 +40,9 @@ py-lint: py-env
 	$(VENV)/bin/ruff format --check python tests
 	$(VENV)/bin/mypy python/moechat tests/*.py
 
+# stubtest checks the hand-written .pyi against the built extension.
 py-test: py-build
+	$(VPY) -m mypy.stubtest moechat._moechat
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 fmt:

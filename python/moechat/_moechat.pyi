@@ -1,5 +1,7 @@
 from collections.abc import Awaitable
-from typing import TypeAlias
+from typing import TypeAlias, final
+
+__all__ = ["__version__", "cli_main", "ServerCore", "ClientCore", "AsyncClientCore"]
 
 __version__: str
 
@@ -8,9 +10,10 @@ _ReceiptTuple: TypeAlias = tuple[int, bool, int | None, bool]
 
 def cli_main(argv: list[str]) -> int: ...
 
+@final
 class ServerCore:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         host: str,
         port: int,
         db: str,
@@ -19,7 +22,7 @@ class ServerCore:
         max_frame_bytes: int,
         max_text_bytes: int,
         max_connections: int,
-    ) -> None: ...
+    ) -> ServerCore: ...
     def add_user(self, name: str, password: str) -> None: ...
     def start(self) -> None: ...
     @property
@@ -30,8 +33,9 @@ class ServerCore:
     def stop(self, timeout: float | None = 5.0) -> None: ...
     def wait_stopped(self) -> None: ...
 
+@final
 class ClientCore:
-    def __init__(self, host: str, port: int, timeout: float | None = None) -> None: ...
+    def __new__(cls, host: str, port: int, timeout: float | None = None) -> ClientCore: ...
     def login(self, user: str, password: str, timeout: float | None = None) -> str: ...
     def register(self, user: str, password: str, timeout: float | None = None) -> None: ...
     def users(self, timeout: float | None = None) -> list[str]: ...
@@ -51,6 +55,7 @@ class ClientCore:
     @property
     def closed(self) -> bool: ...
 
+@final
 class AsyncClientCore:
     @staticmethod
     def connect(
