@@ -122,3 +122,27 @@ async fn connect_refused_is_a_connect_error() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn dropping_every_handle_closes_the_connection() {
+    let s = TestServer::with_users().await;
+    let (c, incoming) = Client::connect("127.0.0.1", s.port()).await.unwrap();
+    c.login("alice", "wonderland").await.unwrap();
+    assert_eq!(s.handle.online_users(), vec!["alice"]);
+    let c2 = c.clone();
+    drop(c);
+    drop(incoming);
+    // One clone still holds it open.
+    assert_eq!(c2.users().await.unwrap(), vec!["alice"]);
+    drop(c2);
+    let mut gone = false;
+    for _ in 0..100 {
+        if s.handle.online_users().is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the server saw the connection close");
+    s.stop().await;
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import moechat
 import pytest
@@ -100,3 +101,35 @@ def test_imports_with_the_standard_library_only() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.stdout == "ok\n", done.stderr
+
+
+def test_a_collected_server_stops_serving() -> None:
+    import gc
+
+    srv = moechat.Server(port=0)
+    srv.start()
+    port = srv.port
+    del srv
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the port still accepts connections")
+
+
+def test_a_dropped_client_disconnects(server: moechat.Server) -> None:
+    import gc
+
+    c = moechat.Client("127.0.0.1", server.port)
+    c.login("alice", "wonderland")
+    assert server.online_users() == ["alice"]
+    del c
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while server.online_users() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.online_users() == []

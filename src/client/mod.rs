@@ -139,16 +139,31 @@ impl Shared {
     }
 }
 
-/// A connection to a MoeChat server. Clones share the connection.
+/// A connection to a MoeChat server. Clones share the connection; it closes when
+/// the last clone and its [`Incoming`] are dropped, or on [`Client::close`].
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
+    _owner: Arc<Owner>,
 }
 
 /// Messages pushed by the server, in arrival order.
 pub struct Incoming {
     rx: mpsc::Receiver<ChatMessage>,
     shared: Arc<Shared>,
+    _owner: Arc<Owner>,
+}
+
+/// Held by the application's handles only (the connection tasks hold [`Shared`]),
+/// so dropping every handle stops the tasks instead of leaving the socket open.
+struct Owner {
+    stop: CancellationToken,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl Incoming {
@@ -191,11 +206,19 @@ impl Client {
         });
         tokio::spawn(write_loop(wr, out_rx, shared.stop.clone()));
         tokio::spawn(read_loop(rd, in_tx, shared.clone()));
+        let owner = Arc::new(Owner {
+            stop: shared.stop.clone(),
+        });
         (
             Client {
                 shared: shared.clone(),
+                _owner: owner.clone(),
             },
-            Incoming { rx: in_rx, shared },
+            Incoming {
+                rx: in_rx,
+                shared,
+                _owner: owner,
+            },
         )
     }
 

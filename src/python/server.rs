@@ -67,6 +67,16 @@ impl ServerCore {
     }
 }
 
+impl Drop for ServerCore {
+    /// A server object that Python collects without `stop()` must not keep serving
+    /// from the shared runtime: tell it to shut down (it finishes on its own).
+    fn drop(&mut self) {
+        if let State::Running { handle, .. } = &*self.state() {
+            handle.shutdown();
+        }
+    }
+}
+
 #[pymethods]
 impl ServerCore {
     #[new]
