@@ -211,12 +211,13 @@ async fn write_loop(
         if !write_or_closed(&mut wr, &mut buf, &conn).await {
             break 'serve;
         }
-        delivery.report(&ctx);
+        delivery.report(&ctx, &conn);
         if close_after_write {
             let _ = wr.shutdown().await;
             return;
         }
-        if let Some(user) = start {
+        if let Some((user, acks)) = start {
+            delivery.acks = acks;
             if !catch_up(&mut wr, &mut buf, &conn, &ctx, &mut delivery, user).await {
                 break 'serve;
             }
@@ -231,20 +232,25 @@ async fn write_loop(
             }
         }
         buf.extend_from_slice(&encode_error(code, goodbye(code), None));
-        let _ = timeout(GOODBYE_TIMEOUT, async {
-            let _ = wr.write_all(&buf).await;
+        let written = timeout(GOODBYE_TIMEOUT, async {
+            let ok = wr.write_all(&buf).await.is_ok();
             let _ = wr.shutdown().await;
+            ok
         })
-        .await;
+        .await
+        .unwrap_or(false);
+        // Pushes still in the buffer count as delivered only if they really left.
+        if written {
+            delivery.report(&ctx, &conn);
+        }
     }
-    delivery.report(&ctx);
 }
 
-fn apply(o: Outbound, buf: &mut BytesMut, close: &mut bool, start: &mut Option<Arc<str>>) {
+fn apply(o: Outbound, buf: &mut BytesMut, close: &mut bool, start: &mut Option<(Arc<str>, bool)>) {
     match o {
         Outbound::Frame(f) => buf.extend_from_slice(&f),
         Outbound::Close => *close = true,
-        Outbound::StartDelivery(user) => *start = Some(user),
+        Outbound::StartDelivery { user, acks } => *start = Some((user, acks)),
     }
 }
 
@@ -308,7 +314,7 @@ async fn catch_up(
         if !write_or_closed(wr, buf, conn).await {
             return false;
         }
-        delivery.report(ctx);
+        delivery.report(ctx, conn);
         if !full {
             return true;
         }
@@ -322,8 +328,10 @@ struct Delivery {
     user: Option<Arc<str>>,
     /// Highest direct `msg_id` written to the socket buffer.
     last_direct: u64,
-    /// Highest direct `msg_id` reported to the store's cursor.
+    /// Highest direct `msg_id` reported (to the cursor, or as pushed in acks mode).
     reported: u64,
+    /// At-least-once mode: the client's acks move the cursor, writes do not.
+    acks: bool,
 }
 
 impl Delivery {
@@ -338,10 +346,15 @@ impl Delivery {
         buf.extend_from_slice(&p.frame);
     }
 
-    fn report(&mut self, ctx: &Context) {
+    /// Called after each successful write: what was written counts as delivered,
+    /// unless the client acknowledges deliveries itself.
+    fn report(&mut self, ctx: &Context, conn: &Conn) {
         if let Some(user) = &self.user {
             if self.last_direct > self.reported {
-                ctx.store.advance_cursor(user, self.last_direct);
+                conn.set_pushed(self.last_direct);
+                if !self.acks {
+                    ctx.store.advance_cursor(user, self.last_direct);
+                }
                 self.reported = self.last_direct;
             }
         }

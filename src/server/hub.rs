@@ -11,7 +11,7 @@
 //! bytes are queued to every recipient.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
@@ -43,6 +43,9 @@ pub struct Conn {
     closed: CancellationToken,
     /// The code to say goodbye with; 0 until the first close wins.
     reason: AtomicU8,
+    /// Highest direct `msg_id` written to this connection's socket: acks are
+    /// honoured only up to it (a client cannot acknowledge what it was never sent).
+    pushed: AtomicU64,
 }
 
 impl Conn {
@@ -53,6 +56,7 @@ impl Conn {
             inbox,
             closed: CancellationToken::new(),
             reason: AtomicU8::new(0),
+            pushed: AtomicU64::new(0),
         }
     }
 
@@ -62,6 +66,16 @@ impl Conn {
             .reason
             .compare_exchange(0, code.number(), Ordering::AcqRel, Ordering::Acquire);
         self.closed.cancel();
+    }
+
+    /// Records that direct messages up to `msg_id` were written to the socket.
+    pub fn set_pushed(&self, msg_id: u64) {
+        self.pushed.fetch_max(msg_id, Ordering::AcqRel);
+    }
+
+    /// Highest direct `msg_id` written to the socket so far.
+    pub fn pushed(&self) -> u64 {
+        self.pushed.load(Ordering::Acquire)
     }
 
     /// Stops the connection without a goodbye frame (its peer is gone or stuck).

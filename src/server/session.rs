@@ -26,14 +26,19 @@ pub enum Outbound {
     /// Write this frame.
     Frame(Bytes),
     /// Start pushing the user's stored messages, then live ones (after `r`/10).
-    StartDelivery(Arc<str>),
+    StartDelivery {
+        /// Whose messages.
+        user: Arc<str>,
+        /// At-least-once mode: the cursor moves on the client's acks, not on writes.
+        acks: bool,
+    },
     /// Write what is queued, then close the connection.
     Close,
 }
 
 enum State {
     Anonymous { failed_logins: u32 },
-    LoggedIn { user: Arc<str> },
+    LoggedIn { user: Arc<str>, acks: bool },
 }
 
 /// The per-connection session.
@@ -58,7 +63,7 @@ impl Session {
     /// The logged-in user, if any.
     pub fn user(&self) -> Option<&Arc<str>> {
         match &self.state {
-            State::LoggedIn { user } => Some(user),
+            State::LoggedIn { user, .. } => Some(user),
             State::Anonymous { .. } => None,
         }
     }
@@ -79,6 +84,9 @@ impl Session {
         let Some(kind) = RequestKind::of(&env) else {
             // Client `r` frames (pong, acks) and `e` frames get no reply; any frame
             // already counted as a sign of life.
+            if let Some(up_to) = ack_of(&env) {
+                self.ack(up_to);
+            }
             return;
         };
         let id = env.id.clone();
@@ -261,7 +269,10 @@ impl Session {
                 // Registering first means no message committed from now on can miss this
                 // connection; the writer's catch-up reads everything committed before.
                 self.ctx.hub.register(&user, self.conn.clone());
-                self.state = State::LoggedIn { user: user.clone() };
+                self.state = State::LoggedIn {
+                    user: user.clone(),
+                    acks: login.acks,
+                };
                 let info = LoginOk {
                     user: login.user,
                     session: new_session_token(),
@@ -273,10 +284,35 @@ impl Session {
                     &info,
                     id,
                 )));
-                out.push(Outbound::StartDelivery(user));
+                out.push(Outbound::StartDelivery {
+                    user,
+                    acks: login.acks,
+                });
             }
         }
     }
+}
+
+impl Session {
+    /// A cumulative ack (PROTOCOL.md 3.4): everything up to `up_to` that this connection
+    /// was sent is delivered. Ids beyond what was sent count only up to what was sent,
+    /// and the store's cursor never moves backwards, so a bad ack changes nothing.
+    fn ack(&self, up_to: u64) {
+        if let State::LoggedIn { user, acks: true } = &self.state {
+            let covered = up_to.min(self.conn.pushed());
+            if covered > 0 {
+                self.ctx.store.advance_cursor(user, covered);
+            }
+        }
+    }
+}
+
+/// The `msg_id` of a client's `r`/50 `{"ack": I}` frame.
+fn ack_of(env: &Envelope) -> Option<u64> {
+    if env.status != Status::Response || env.code != Code::Delivered.number() {
+        return None;
+    }
+    env.info.get("ack").and_then(serde_json::Value::as_u64)
 }
 
 fn fail(code: Code, reason: &str, id: Option<&Id>) -> Outbound {

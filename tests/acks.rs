@@ -1,0 +1,147 @@
+//! At-least-once delivery (PROTOCOL.md 3.4): with `"acks": true` a direct message
+//! stays undelivered until the client's cumulative ack covers it, across
+//! reconnects and server restarts; bad acks change nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use moechat::ServerConfig;
+use serde_json::{json, Value};
+
+async fn login_acks(s: &TestServer, user: &str) -> Raw {
+    let mut c = s.raw().await;
+    let r = c
+        .request(query(
+            json!({"req": "login", "user": user, "password": password_of(user), "acks": true}),
+        ))
+        .await;
+    assert_eq!(r["status_code"], 10, "{r}");
+    c
+}
+
+async fn ack(c: &mut Raw, id: u64) {
+    c.send_json(json!({"status": "r", "status_code": 50, "info": {"ack": id}}))
+        .await;
+    // Client r frames get no reply; a ping behind it proves it was read.
+    c.assert_serving().await;
+}
+
+/// Pushes until the connection is quiet; their msg_ids.
+async fn drain(c: &mut Raw) -> Vec<u64> {
+    let mut ids = Vec::new();
+    while let Some(f) = c.recv_within(Duration::from_millis(300)).await {
+        assert_eq!(f["status"], "m", "{f}");
+        ids.push(f["info"]["msg_id"].as_u64().unwrap());
+    }
+    ids
+}
+
+fn msg_id(r: &Value) -> u64 {
+    r["info"]["msg_id"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn unacknowledged_messages_come_again_after_the_next_login() {
+    let s = TestServer::with_users().await;
+    let mut alice = s.logged_in("alice").await;
+    let mut bob = login_acks(&s, "bob").await;
+    let ids: Vec<u64> = {
+        let mut v = Vec::new();
+        for i in 0..3 {
+            v.push(msg_id(
+                &alice.request(direct("bob", &format!("m{i}"))).await,
+            ));
+        }
+        v
+    };
+    assert_eq!(drain(&mut bob).await, ids);
+    ack(&mut bob, ids[1]).await;
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut bob = login_acks(&s, "bob").await;
+    assert_eq!(
+        drain(&mut bob).await,
+        vec![ids[2]],
+        "only the unacknowledged one again, oldest first"
+    );
+    ack(&mut bob, ids[2]).await;
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut bob = login_acks(&s, "bob").await;
+    assert!(drain(&mut bob).await.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn acks_for_unsent_ids_or_going_backwards_change_nothing() {
+    let s = TestServer::with_users().await;
+    let mut alice = s.logged_in("alice").await;
+    let mut bob = login_acks(&s, "bob").await;
+    ack(&mut bob, 1_000_000).await; // nothing was sent yet
+    let first = msg_id(&alice.request(direct("bob", "first")).await);
+    assert_eq!(drain(&mut bob).await, vec![first]);
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut bob = login_acks(&s, "bob").await;
+    assert_eq!(
+        drain(&mut bob).await,
+        vec![first],
+        "the early ack did not cover it"
+    );
+    ack(&mut bob, first).await;
+    ack(&mut bob, 1).await; // backwards: ignored
+    let bad = [
+        json!({"ack": "7"}),
+        json!({"ack": -1}),
+        json!({}),
+        json!({"ack": 1.5}),
+    ];
+    for info in bad {
+        bob.send_json(json!({"status": "r", "status_code": 50, "info": info}))
+            .await;
+    }
+    bob.assert_serving().await;
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut bob = login_acks(&s, "bob").await;
+    assert!(drain(&mut bob).await.is_empty());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn acks_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("acks.db").to_string_lossy().into_owned();
+    let config = ServerConfig {
+        db,
+        ..ServerConfig::ephemeral()
+    };
+    let s = TestServer::with_users_config(config.clone()).await;
+    let mut alice = s.logged_in("alice").await;
+    let a = msg_id(&alice.request(direct("bob", "a")).await);
+    let b = msg_id(&alice.request(direct("bob", "b")).await);
+    let mut bob = login_acks(&s, "bob").await;
+    assert_eq!(drain(&mut bob).await, vec![a, b]);
+    ack(&mut bob, a).await;
+    s.stop().await;
+    let s = TestServer::start(config).await;
+    let mut bob = login_acks(&s, "bob").await;
+    assert_eq!(drain(&mut bob).await, vec![b]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn without_acks_a_written_message_counts_as_delivered() {
+    let s = TestServer::with_users().await;
+    let mut alice = s.logged_in("alice").await;
+    let mut bob = s.logged_in("bob").await;
+    let a = msg_id(&alice.request(direct("bob", "a")).await);
+    assert_eq!(drain(&mut bob).await, vec![a]);
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut bob = login_acks(&s, "bob").await;
+    assert!(drain(&mut bob).await.is_empty());
+    s.stop().await;
+}
