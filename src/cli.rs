@@ -86,6 +86,14 @@ struct ServeArgs {
         value_name = "N"
     )]
     max_connections: usize,
+    /// Seconds a session token stays valid for resuming a login
+    #[arg(
+        long,
+        env = "MOECHAT_SESSION_TTL",
+        default_value_t = 86_400.0,
+        value_name = "SECS"
+    )]
+    session_ttl: f64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -195,7 +203,9 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             let password = read_password(&name, password_stdin)?;
             let store = open_store(&cli.db, false)?;
             runtime.block_on(async {
-                let result = Accounts::new(store.clone()).create(&name, &password).await;
+                let result = Accounts::new(store.clone(), Duration::from_secs(1))
+                    .create(&name, &password)
+                    .await;
                 store.close().await?;
                 match result {
                     Ok(()) => {
@@ -246,7 +256,14 @@ fn server_config(a: &ServeArgs, db: String) -> Result<ServerConfig, CliError> {
             a.heartbeat
         )));
     }
+    if !a.session_ttl.is_finite() || a.session_ttl <= 0.0 || a.session_ttl > 31_536_000.0 {
+        return Err(CliError::Usage(format!(
+            "--session-ttl must be more than 0 and at most 31536000 seconds, not {}",
+            a.session_ttl
+        )));
+    }
     let config = ServerConfig {
+        session_ttl: Duration::from_secs_f64(a.session_ttl),
         host: a.host.clone(),
         port: a.port,
         db,

@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub max_failed_logins: u32,
     /// Frames queued to one connection before it counts as a slow consumer (`e`/67).
     pub outbound_queue: usize,
+    /// How long a session token stays valid for resuming (`login` with `session`).
+    pub session_ttl: Duration,
     /// How long a graceful stop waits for connections to say goodbye.
     pub shutdown_grace: Duration,
 }
@@ -54,6 +56,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_failed_logins: 5,
             outbound_queue: 4_096,
+            session_ttl: Duration::from_secs(86_400),
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -85,6 +88,9 @@ impl ServerConfig {
         }
         if self.max_failed_logins == 0 {
             return Err("max-failed-logins must be at least 1".into());
+        }
+        if self.session_ttl.is_zero() {
+            return Err("session-ttl must be more than 0 seconds".into());
         }
         if self.outbound_queue == 0 {
             return Err("the outbound queue must hold at least 1 frame".into());

@@ -120,6 +120,7 @@ fn bad_flags_are_one_line_and_exit_2() {
         &["--max-frame-bytes", "-1"],
         &["--max-connections", "0"],
         &["--log-level", "loud"],
+        &["--session-ttl", "0"],
     ] {
         let (code, _, err) = run(args, None);
         assert_one_line_error(code, &err, 2, "");
@@ -135,6 +136,7 @@ fn bad_flags_are_one_line_and_exit_2() {
         "--max-frame-bytes",
         "--max-text-bytes",
         "--max-connections",
+        "--session-ttl",
         "--log-level",
         "add-user",
         "del-user",

@@ -61,6 +61,20 @@ impl Store for Flaky {
     fn advance_cursor(&self, user: &str, msg_id: u64) {
         self.inner.advance_cursor(user, msg_id)
     }
+    fn create_session(
+        &self,
+        token_hash: String,
+        user: String,
+        expires_ms: i64,
+    ) -> StoreFuture<'_, ()> {
+        self.inner.create_session(token_hash, user, expires_ms)
+    }
+    fn session(&self, token_hash: String) -> StoreFuture<'_, Option<(String, i64)>> {
+        self.inner.session(token_hash)
+    }
+    fn delete_session(&self, token_hash: String) -> StoreFuture<'_, ()> {
+        self.inner.delete_session(token_hash)
+    }
     fn close(&self) -> StoreFuture<'_, ()> {
         self.inner.close()
     }

@@ -1,11 +1,14 @@
-//! Accounts: argon2id password hashes and session tokens.
+//! Accounts: argon2id password hashes and resumable session tokens.
 //!
 //! Hashing is deliberately slow (tens of milliseconds), so it runs on the
 //! blocking pool, never on a tokio worker. A login for a name that does not
 //! exist still verifies against a dummy hash, so the answer's timing does not
-//! reveal which names exist.
+//! reveal which names exist. Session tokens are stored only as a BLAKE2b hash, so
+//! a copy of the database does not hand out live sessions; resuming costs one
+//! store lookup and no argon2 work.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -13,7 +16,7 @@ use argon2::Argon2;
 use tokio::sync::OnceCell;
 
 use crate::protocol::validate::{is_valid_name, is_valid_password, name_rule};
-use crate::store::{Store, StoreError};
+use crate::store::{now_ms, Store, StoreError};
 
 /// Length of a session token.
 pub const SESSION_TOKEN_CHARS: usize = 24;
@@ -39,15 +42,39 @@ pub enum AccountError {
 pub struct Accounts {
     store: Arc<dyn Store>,
     dummy_hash: OnceCell<String>,
+    session_ttl: Duration,
 }
 
 impl Accounts {
-    /// Accounts kept in `store`.
-    pub fn new(store: Arc<dyn Store>) -> Accounts {
+    /// Accounts kept in `store`, with sessions valid for `session_ttl`.
+    pub fn new(store: Arc<dyn Store>, session_ttl: Duration) -> Accounts {
         Accounts {
             store,
             dummy_hash: OnceCell::new(),
+            session_ttl,
         }
+    }
+
+    /// Starts a resumable session for `user`; returns its token.
+    pub async fn open_session(&self, user: &str) -> Result<String, AccountError> {
+        let token = new_session_token();
+        let ttl = i64::try_from(self.session_ttl.as_millis()).unwrap_or(i64::MAX);
+        let expires = now_ms().saturating_add(ttl);
+        self.store
+            .create_session(session_key(&token), user.to_string(), expires)
+            .await?;
+        Ok(token)
+    }
+
+    /// Whether `token` is a live session of `user`.
+    pub async fn resume(&self, user: &str, token: &str) -> Result<bool, AccountError> {
+        let found = self.store.session(session_key(token)).await?;
+        Ok(matches!(found, Some((owner, expires)) if owner == user && expires > now_ms()))
+    }
+
+    /// Voids a session (logout); an unknown token is not an error.
+    pub async fn close_session(&self, token: &str) -> Result<(), AccountError> {
+        Ok(self.store.delete_session(session_key(token)).await?)
     }
 
     /// Creates a user; [`StoreError::UserExists`] (inside [`AccountError::Store`]) if taken.
@@ -106,6 +133,15 @@ pub fn hash_password(password: &str) -> Result<String, AccountError> {
         .map_err(|e| AccountError::Hash(e.to_string()))
 }
 
+/// What the store keeps for a token: its BLAKE2b-256 digest in hex.
+pub fn session_key(token: &str) -> String {
+    use blake2::{Blake2b256, Digest};
+    Blake2b256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A fresh session token: 24 characters from `A-Za-z0-9`, from the OS's random source.
 pub fn new_session_token() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -148,6 +184,29 @@ mod tests {
     use super::*;
     use crate::store::{NoRouting, SqliteStore};
 
+    #[tokio::test]
+    async fn sessions_resume_until_closed_or_expired() {
+        let store = Arc::new(SqliteStore::open(":memory:", Arc::new(NoRouting)).unwrap());
+        let acc = Accounts::new(store.clone(), Duration::from_secs(60));
+        let token = acc.open_session("alice").await.unwrap();
+        assert!(acc.resume("alice", &token).await.unwrap());
+        assert!(
+            !acc.resume("bob", &token).await.unwrap(),
+            "a token is bound to its user"
+        );
+        assert!(!acc.resume("alice", "x").await.unwrap());
+        assert!(
+            store.session(token.clone()).await.unwrap().is_none(),
+            "only the hash is stored"
+        );
+        acc.close_session(&token).await.unwrap();
+        assert!(!acc.resume("alice", &token).await.unwrap());
+        let short = Accounts::new(store, Duration::from_millis(1));
+        let token = short.open_session("alice").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!short.resume("alice", &token).await.unwrap(), "expired");
+    }
+
     #[test]
     fn tokens_have_the_protocol_shape() {
         let a = new_session_token();
@@ -160,7 +219,7 @@ mod tests {
     #[tokio::test]
     async fn create_and_verify() {
         let store = Arc::new(SqliteStore::open(":memory:", Arc::new(NoRouting)).unwrap());
-        let acc = Accounts::new(store.clone());
+        let acc = Accounts::new(store.clone(), Duration::from_secs(60));
         acc.create("alice", "wonderland").await.unwrap();
         assert!(acc.verify("alice", "wonderland").await.unwrap());
         assert!(!acc.verify("alice", "wrong").await.unwrap());

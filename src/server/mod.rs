@@ -124,7 +124,7 @@ impl Server {
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
         let ctx = Arc::new(Context {
-            accounts: Accounts::new(store.clone()),
+            accounts: Accounts::new(store.clone(), config.session_ttl),
             config,
             store,
             hub,

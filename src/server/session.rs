@@ -17,7 +17,7 @@ use crate::protocol::reply::{
     self, heartbeat_number, LoginOk, Messages, Receipt, Registered, ReqEcho, Users,
 };
 use crate::protocol::request::{Credential, Login, Rejection, Request, RequestKind};
-use crate::server::accounts::{new_session_token, AccountError};
+use crate::server::accounts::AccountError;
 use crate::store::{NewMessage, StoreError};
 
 /// What the connection must do after a request.
@@ -37,8 +37,14 @@ pub enum Outbound {
 }
 
 enum State {
-    Anonymous { failed_logins: u32 },
-    LoggedIn { user: Arc<str>, acks: bool },
+    Anonymous {
+        failed_logins: u32,
+    },
+    LoggedIn {
+        user: Arc<str>,
+        acks: bool,
+        session: String,
+    },
 }
 
 /// The per-connection session.
@@ -174,8 +180,12 @@ impl Session {
                 out.push(Outbound::Frame(frame));
             }
             Request::Logout => {
-                if let Some(user) = self.user().cloned() {
-                    self.ctx.hub.unregister(&user, self.conn.id);
+                if let State::LoggedIn { user, session, .. } = &self.state {
+                    self.ctx.hub.unregister(user, self.conn.id);
+                    if let Err(e) = self.ctx.accounts.close_session(session).await {
+                        out.push(Outbound::Frame(internal(&e, id)));
+                        return;
+                    }
                 }
                 self.state = State::Anonymous { failed_logins: 0 };
                 out.push(Outbound::Frame(reply::encode_reply(
@@ -243,12 +253,22 @@ impl Session {
     async fn login(&mut self, login: Login, id: Option<&Id>, out: &mut Vec<Outbound>) {
         let verified = match &login.credential {
             Credential::Password(password) => self.ctx.accounts.verify(&login.user, password).await,
-            // Session resume is not kept yet: every token is unknown, and counts as a failure.
-            Credential::Session(_) => Ok(false),
+            // A wrong, expired, logged-out or someone else's token is a failed login too.
+            Credential::Session(token) => self.ctx.accounts.resume(&login.user, token).await,
+        };
+        let verified = match verified {
+            Ok(true) => match &login.credential {
+                Credential::Password(_) => {
+                    self.ctx.accounts.open_session(&login.user).await.map(Some)
+                }
+                Credential::Session(token) => Ok(Some(token.clone())),
+            },
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
         };
         match verified {
             Err(e) => out.push(Outbound::Frame(internal(&e, id))),
-            Ok(false) => {
+            Ok(None) => {
                 let State::Anonymous { failed_logins } = &mut self.state else {
                     return;
                 };
@@ -264,7 +284,7 @@ impl Session {
                     out.push(fail(Code::BadCredentials, "wrong name or password", id));
                 }
             }
-            Ok(true) => {
+            Ok(Some(session)) => {
                 let user: Arc<str> = Arc::from(login.user.as_str());
                 // Registering first means no message committed from now on can miss this
                 // connection; the writer's catch-up reads everything committed before.
@@ -272,10 +292,11 @@ impl Session {
                 self.state = State::LoggedIn {
                     user: user.clone(),
                     acks: login.acks,
+                    session: session.clone(),
                 };
                 let info = LoginOk {
                     user: login.user,
-                    session: new_session_token(),
+                    session,
                     port: self.local_port,
                     heartbeat: heartbeat_number(self.ctx.config.heartbeat),
                 };
@@ -298,7 +319,10 @@ impl Session {
     /// was sent is delivered. Ids beyond what was sent count only up to what was sent,
     /// and the store's cursor never moves backwards, so a bad ack changes nothing.
     fn ack(&self, up_to: u64) {
-        if let State::LoggedIn { user, acks: true } = &self.state {
+        if let State::LoggedIn {
+            user, acks: true, ..
+        } = &self.state
+        {
             let covered = up_to.min(self.conn.pushed());
             if covered > 0 {
                 self.ctx.store.advance_cursor(user, covered);

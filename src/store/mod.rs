@@ -17,6 +17,7 @@ use std::pin::Pin;
 use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
 
+pub(crate) use sqlite::now_ms;
 pub use sqlite::SqliteStore;
 
 /// A store operation in flight.
@@ -131,6 +132,18 @@ pub trait Store: Send + Sync + 'static {
     /// Records that every direct message to `user` up to `msg_id` was written to its connection.
     /// Never blocks; cursors are coalesced and written with the next group commit.
     fn advance_cursor(&self, user: &str, msg_id: u64);
+    /// Records a resumable session (`token_hash` identifies it) valid until `expires_ms`;
+    /// sessions already expired are forgotten on the way.
+    fn create_session(
+        &self,
+        token_hash: String,
+        user: String,
+        expires_ms: i64,
+    ) -> StoreFuture<'_, ()>;
+    /// The user and expiry of a session, if it exists.
+    fn session(&self, token_hash: String) -> StoreFuture<'_, Option<(String, i64)>>;
+    /// Forgets a session (logout).
+    fn delete_session(&self, token_hash: String) -> StoreFuture<'_, ()>;
     /// Writes what is pending and stops; later calls fail with [`StoreError::Closed`].
     fn close(&self) -> StoreFuture<'_, ()>;
 }

@@ -24,6 +24,14 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX messages_inbox ON messages (recipient, msg_id);
      CREATE INDEX messages_pair ON messages (recipient, sender, msg_id);",
+    // 2: resumable sessions, keyed by a hash of the token (the token itself is never stored).
+    "CREATE TABLE sessions (
+         token_hash TEXT PRIMARY KEY NOT NULL,
+         user       TEXT NOT NULL,
+         expires_ms INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE INDEX sessions_user ON sessions (user);
+     CREATE INDEX sessions_expiry ON sessions (expires_ms);",
 ];
 
 /// The schema version this build writes.

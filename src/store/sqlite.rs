@@ -64,6 +64,20 @@ enum Command {
         limit: u32,
         reply: Reply<Vec<ChatMessage>>,
     },
+    CreateSession {
+        token_hash: String,
+        user: String,
+        expires_ms: i64,
+        reply: Reply<()>,
+    },
+    Session {
+        token_hash: String,
+        reply: Reply<Option<(String, i64)>>,
+    },
+    DeleteSession {
+        token_hash: String,
+        reply: Reply<()>,
+    },
     /// Nothing to do but flush coalesced cursors.
     Wake,
     Close {
@@ -210,6 +224,28 @@ impl Store for SqliteStore {
         let _ = self.tx.try_send(Command::Wake);
     }
 
+    fn create_session(
+        &self,
+        token_hash: String,
+        user: String,
+        expires_ms: i64,
+    ) -> StoreFuture<'_, ()> {
+        self.call(|reply| Command::CreateSession {
+            token_hash,
+            user,
+            expires_ms,
+            reply,
+        })
+    }
+
+    fn session(&self, token_hash: String) -> StoreFuture<'_, Option<(String, i64)>> {
+        self.call(|reply| Command::Session { token_hash, reply })
+    }
+
+    fn delete_session(&self, token_hash: String) -> StoreFuture<'_, ()> {
+        self.call(|reply| Command::DeleteSession { token_hash, reply })
+    }
+
     fn close(&self) -> StoreFuture<'_, ()> {
         let (reply, rx) = oneshot::channel();
         Box::pin(async move {
@@ -254,6 +290,10 @@ enum Done {
     Messages(
         Reply<Vec<ChatMessage>>,
         Result<Vec<ChatMessage>, StoreError>,
+    ),
+    Session(
+        Reply<Option<(String, i64)>>,
+        Result<Option<(String, i64)>, StoreError>,
     ),
     Appended(Reply<Appended>, Result<ChatMessage, StoreError>),
 }
@@ -347,6 +387,21 @@ fn run_batch(
                 limit,
                 reply,
             } => Done::Messages(reply, history(&tx, &user, &peer, before, limit)),
+            Command::CreateSession {
+                token_hash,
+                user,
+                expires_ms,
+                reply,
+            } => Done::Unit(reply, create_session(&tx, &token_hash, &user, expires_ms)),
+            Command::Session { token_hash, reply } => {
+                Done::Session(reply, session(&tx, &token_hash))
+            }
+            Command::DeleteSession { token_hash, reply } => Done::Unit(
+                reply,
+                tx.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])
+                    .map(drop)
+                    .map_err(StoreError::from),
+            ),
             Command::Wake => continue,
             Command::Close { reply } => {
                 close = Some(reply);
@@ -382,6 +437,10 @@ fn fail(command: Command, reason: &str, close: &mut Option<Reply<()>>) {
         Command::Undelivered { reply, .. } | Command::History { reply, .. } => {
             drop(reply.send(Err(err())))
         }
+        Command::CreateSession { reply, .. } | Command::DeleteSession { reply, .. } => {
+            drop(reply.send(Err(err())))
+        }
+        Command::Session { reply, .. } => drop(reply.send(Err(err()))),
         Command::Wake => {}
         Command::Close { reply } => *close = Some(reply),
     }
@@ -396,6 +455,7 @@ impl Done {
             Done::Bool(r, v) => drop(r.send(v)),
             Done::Names(r, v) => drop(r.send(v)),
             Done::Messages(r, v) => drop(r.send(v)),
+            Done::Session(r, v) => drop(r.send(v)),
             Done::Appended(r, v) => {
                 let v = v.map(|message| {
                     let routed = sink.committed(&message);
@@ -414,12 +474,14 @@ impl Done {
             Done::Bool(r, _) => drop(r.send(Err(err()))),
             Done::Names(r, _) => drop(r.send(Err(err()))),
             Done::Messages(r, _) => drop(r.send(Err(err()))),
+            Done::Session(r, _) => drop(r.send(Err(err()))),
             Done::Appended(r, _) => drop(r.send(Err(err()))),
         }
     }
 }
 
-fn now_ms() -> i64 {
+/// Unix epoch milliseconds, the unit of `ts` and of session expiry.
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -449,9 +511,35 @@ fn password_hash(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<Option<St
         .optional()?)
 }
 
+fn create_session(
+    tx: &rusqlite::Transaction<'_>,
+    token_hash: &str,
+    user: &str,
+    expires_ms: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM sessions WHERE expires_ms <= ?1")?
+        .execute([now_ms()])?;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO sessions (token_hash, user, expires_ms) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![token_hash, user, expires_ms])?;
+    Ok(())
+}
+
+fn session(
+    tx: &rusqlite::Transaction<'_>,
+    token_hash: &str,
+) -> Result<Option<(String, i64)>, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT user, expires_ms FROM sessions WHERE token_hash = ?1")?
+        .query_row([token_hash], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
 fn delete_user(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<bool, StoreError> {
     let n = tx.execute("DELETE FROM users WHERE name = ?1", [name])?;
     if n > 0 {
+        tx.execute("DELETE FROM sessions WHERE user = ?1", [name])?;
         tx.execute(
             "DELETE FROM messages WHERE recipient IS NOT NULL AND (recipient = ?1 OR sender = ?1)",
             [name],
