@@ -198,55 +198,52 @@ impl Session {
                 out.push(Outbound::Close);
             }
             Request::Direct(d) => {
-                let from = self.user().map(|u| u.to_string()).unwrap_or_default();
-                let message = NewMessage {
-                    from,
-                    to: Some(d.to),
-                    text: d.text,
-                    nonce: d.nonce,
-                };
-                let frame = match self.ctx.store.append(message).await {
-                    Ok(a) => {
-                        let code = if a.routed.delivered {
-                            Code::Delivered
-                        } else {
-                            Code::Stored
-                        };
-                        let receipt = Receipt {
-                            msg_id: a.message.msg_id,
-                            recipients: None,
-                            duplicate: false,
-                        };
-                        reply::encode_reply(code, &receipt, id)
-                    }
-                    Err(StoreError::NoSuchUser(u)) => {
-                        encode_error(Code::NoSuchUser, &format!("no such user {u:?}"), id)
-                    }
-                    Err(e) => internal(&e, id),
-                };
+                let frame = self.send(Some(d.to), d.text, d.nonce, id).await;
                 out.push(Outbound::Frame(frame));
             }
             Request::Broadcast(b) => {
-                let from = self.user().map(|u| u.to_string()).unwrap_or_default();
-                let message = NewMessage {
-                    from,
-                    to: None,
-                    text: b.text,
-                    nonce: b.nonce,
-                };
-                let frame = match self.ctx.store.append(message).await {
-                    Ok(a) => {
-                        let receipt = Receipt {
-                            msg_id: a.message.msg_id,
-                            recipients: Some(a.routed.recipients),
-                            duplicate: false,
-                        };
-                        reply::encode_reply(Code::Delivered, &receipt, id)
-                    }
-                    Err(e) => internal(&e, id),
-                };
+                let frame = self.send(None, b.text, b.nonce, id).await;
                 out.push(Outbound::Frame(frame));
             }
+        }
+    }
+
+    /// Stores a message (the store routes it once durable) and answers with its receipt.
+    async fn send(
+        &self,
+        to: Option<String>,
+        text: String,
+        nonce: Option<String>,
+        id: Option<&Id>,
+    ) -> Bytes {
+        let from = self.user().map(|u| u.to_string()).unwrap_or_default();
+        let message = NewMessage {
+            from,
+            to,
+            text,
+            nonce,
+            nonce_window: self.ctx.config.session_ttl,
+        };
+        match self.ctx.store.append(message).await {
+            Ok(a) => {
+                // For a repeated nonce the first message decides, even if it was of the other kind.
+                let direct = a.message.to.is_some();
+                let code = if direct && !a.routed.delivered {
+                    Code::Stored
+                } else {
+                    Code::Delivered
+                };
+                let receipt = Receipt {
+                    msg_id: a.message.msg_id,
+                    recipients: (!direct).then_some(a.routed.recipients),
+                    duplicate: a.duplicate,
+                };
+                reply::encode_reply(code, &receipt, id)
+            }
+            Err(StoreError::NoSuchUser(u)) => {
+                encode_error(Code::NoSuchUser, &format!("no such user {u:?}"), id)
+            }
+            Err(e) => internal(&e, id),
         }
     }
 

@@ -60,8 +60,11 @@ pub struct NewMessage {
     pub to: Option<String>,
     /// The text.
     pub text: String,
-    /// The sender's idempotency key.
+    /// The sender's idempotency key: a second message from the same sender with the
+    /// same nonce within `nonce_window` is a repeat of the first (PROTOCOL.md 3.2).
     pub nonce: Option<String>,
+    /// How far back a nonce counts (the server's session TTL).
+    pub nonce_window: std::time::Duration,
 }
 
 /// What routing did with a committed message.
@@ -78,8 +81,11 @@ pub struct Routed {
 pub struct Appended {
     /// The message as stored, with its `msg_id` and `ts`.
     pub message: ChatMessage,
-    /// The sink's answer.
+    /// The sink's answer (for a repeat: the first message's).
     pub routed: Routed,
+    /// The nonce matched an earlier message: nothing was stored or routed, and
+    /// `message` and `routed` are the first message's.
+    pub duplicate: bool,
 }
 
 /// Receives every committed message, in `msg_id` order, once it is durable.
@@ -111,7 +117,8 @@ pub trait Store: Send + Sync + 'static {
     /// All user names, sorted.
     fn list_users(&self) -> StoreFuture<'_, Vec<String>>;
     /// Makes a message durable, then routes it through the sink.
-    /// A direct message to a user that does not exist is [`StoreError::NoSuchUser`].
+    /// A direct message to a user that does not exist is [`StoreError::NoSuchUser`];
+    /// a repeated nonce returns the first message with `duplicate` set.
     fn append(&self, message: NewMessage) -> StoreFuture<'_, Appended>;
     /// Direct messages to `user` above `after` (default: the user's delivery cursor),
     /// oldest first, at most `limit`.

@@ -32,6 +32,10 @@ const MIGRATIONS: &[&str] = &[
      ) WITHOUT ROWID;
      CREATE INDEX sessions_user ON sessions (user);
      CREATE INDEX sessions_expiry ON sessions (expires_ms);",
+    // 3: idempotent sends: find a sender's nonce, and remember the receipt it was given
+    // (1/0 delivered or stored for a direct message, the recipient count for a broadcast).
+    "ALTER TABLE messages ADD COLUMN receipt INTEGER;
+     CREATE INDEX messages_nonce ON messages (sender, nonce) WHERE nonce IS NOT NULL;",
 ];
 
 /// The schema version this build writes.

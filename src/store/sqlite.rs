@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use tokio::sync::{mpsc, oneshot};
 
 use super::schema;
-use super::{Appended, CommitSink, NewMessage, Store, StoreError, StoreFuture};
+use super::{Appended, CommitSink, NewMessage, Routed, Store, StoreError, StoreFuture};
 use crate::config::MEMORY_DB;
 use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
@@ -295,7 +295,53 @@ enum Done {
         Reply<Option<(String, i64)>>,
         Result<Option<(String, i64)>, StoreError>,
     ),
-    Appended(Reply<Appended>, Result<ChatMessage, StoreError>),
+    Appended(Reply<Appended>, Result<Outcome, StoreError>),
+}
+
+/// What `append` found.
+enum Outcome {
+    /// Inserted: route it after the commit.
+    New {
+        message: ChatMessage,
+        track_receipt: bool,
+    },
+    /// A repeated nonce: the first message, and the receipt saved for it, if any yet.
+    Repeat {
+        first: ChatMessage,
+        saved: Option<i64>,
+    },
+}
+
+/// Receipts of messages with a nonce, so a repeat gets the first one's answer.
+/// Kept in memory until the next transaction saves them in `messages.receipt`.
+#[derive(Default)]
+struct Receipts {
+    /// msg_id → (is a direct message, what routing did).
+    unsaved: HashMap<u64, (bool, Routed)>,
+}
+
+impl Receipts {
+    fn encode(direct: bool, routed: Routed) -> i64 {
+        if direct {
+            i64::from(routed.delivered)
+        } else {
+            i64::try_from(routed.recipients).unwrap_or(i64::MAX)
+        }
+    }
+
+    fn decode(first: &ChatMessage, saved: Option<i64>) -> Routed {
+        let saved = saved.unwrap_or(0);
+        match first.to {
+            Some(_) => Routed {
+                delivered: saved == 1,
+                recipients: 0,
+            },
+            None => Routed {
+                delivered: false,
+                recipients: u64::try_from(saved).unwrap_or(0),
+            },
+        }
+    }
 }
 
 fn run(
@@ -307,6 +353,7 @@ fn run(
 ) {
     let mut close_reply = None;
     let mut batch = Vec::with_capacity(64);
+    let mut receipts = Receipts::default();
     while close_reply.is_none() {
         let Some(first) = rx.blocking_recv() else {
             break;
@@ -318,12 +365,24 @@ fn run(
                 Err(_) => break,
             }
         }
-        close_reply = run_batch(&mut conn, &mut batch, sink.as_ref(), &cursors);
+        close_reply = run_batch(
+            &mut conn,
+            &mut batch,
+            sink.as_ref(),
+            &cursors,
+            &mut receipts,
+        );
         transactions.fetch_add(1, Ordering::Relaxed);
     }
     // Flush what the last batch did not see, then close the file before saying so.
     let mut empty = Vec::new();
-    run_batch(&mut conn, &mut empty, sink.as_ref(), &cursors);
+    run_batch(
+        &mut conn,
+        &mut empty,
+        sink.as_ref(),
+        &cursors,
+        &mut receipts,
+    );
     drop(conn);
     if let Some(reply) = close_reply {
         let _ = reply.send(Ok(()));
@@ -336,6 +395,7 @@ fn run_batch(
     batch: &mut Vec<Command>,
     sink: &dyn CommitSink,
     cursors: &PendingCursors,
+    receipts: &mut Receipts,
 ) -> Option<Reply<()>> {
     let pending_cursors =
         std::mem::take(&mut *cursors.lock().unwrap_or_else(PoisonError::into_inner));
@@ -358,6 +418,20 @@ fn run_batch(
             params![user, to_sql_id(*id)],
         ) {
             cursor_result = Err(e);
+        }
+    }
+    // Receipts routed by earlier batches; the repeat lookups below read them back.
+    let saving: Vec<(u64, i64)> = receipts
+        .unsaved
+        .iter()
+        .map(|(id, (direct, routed))| (*id, Receipts::encode(*direct, *routed)))
+        .collect();
+    for (msg_id, code) in &saving {
+        if let Err(e) = tx.execute(
+            "UPDATE messages SET receipt = ?2 WHERE msg_id = ?1",
+            params![to_sql_id(*msg_id), code],
+        ) {
+            tracing::warn!("receipt of message {msg_id} not saved: {e}");
         }
     }
     for command in batch.drain(..) {
@@ -420,8 +494,11 @@ fn run_batch(
         }
         return close;
     }
+    for (msg_id, _) in &saving {
+        receipts.unsaved.remove(msg_id);
+    }
     for d in done {
-        d.answer(sink);
+        d.answer(sink, receipts);
     }
     close
 }
@@ -447,7 +524,7 @@ fn fail(command: Command, reason: &str, close: &mut Option<Reply<()>>) {
 }
 
 impl Done {
-    fn answer(self, sink: &dyn CommitSink) {
+    fn answer(self, sink: &dyn CommitSink, receipts: &mut Receipts) {
         // A caller that went away (its connection closed) simply drops the answer.
         match self {
             Done::Unit(r, v) => drop(r.send(v)),
@@ -457,9 +534,33 @@ impl Done {
             Done::Messages(r, v) => drop(r.send(v)),
             Done::Session(r, v) => drop(r.send(v)),
             Done::Appended(r, v) => {
-                let v = v.map(|message| {
-                    let routed = sink.committed(&message);
-                    Appended { message, routed }
+                let v = v.map(|outcome| match outcome {
+                    Outcome::New {
+                        message,
+                        track_receipt,
+                    } => {
+                        let routed = sink.committed(&message);
+                        if track_receipt {
+                            let direct = message.to.is_some();
+                            receipts.unsaved.insert(message.msg_id, (direct, routed));
+                        }
+                        Appended {
+                            message,
+                            routed,
+                            duplicate: false,
+                        }
+                    }
+                    Outcome::Repeat { first, saved } => {
+                        let routed = match receipts.unsaved.get(&first.msg_id) {
+                            Some((_, r)) => *r,
+                            None => Receipts::decode(&first, saved),
+                        };
+                        Appended {
+                            message: first,
+                            routed,
+                            duplicate: true,
+                        }
+                    }
                 });
                 drop(r.send(v));
             }
@@ -556,7 +657,24 @@ fn list_users(tx: &rusqlite::Transaction<'_>) -> Result<Vec<String>, StoreError>
     Ok(names)
 }
 
-fn append(tx: &rusqlite::Transaction<'_>, m: NewMessage) -> Result<ChatMessage, StoreError> {
+fn append(tx: &rusqlite::Transaction<'_>, m: NewMessage) -> Result<Outcome, StoreError> {
+    let ts = now_ms();
+    if let Some(nonce) = &m.nonce {
+        let window = i64::try_from(m.nonce_window.as_millis()).unwrap_or(i64::MAX);
+        let first = tx
+            .prepare_cached(
+                "SELECT msg_id, sender, recipient, text, ts, receipt FROM messages
+                 WHERE sender = ?1 AND nonce = ?2 AND ts >= ?3
+                 ORDER BY msg_id LIMIT 1",
+            )?
+            .query_row(params![m.from, nonce, ts.saturating_sub(window)], |r| {
+                Ok((row_to_message(r)?, r.get::<_, Option<i64>>(5)?))
+            })
+            .optional()?;
+        if let Some((first, saved)) = first {
+            return Ok(Outcome::Repeat { first, saved });
+        }
+    }
     if let Some(to) = &m.to {
         let exists = tx
             .prepare_cached("SELECT 1 FROM users WHERE name = ?1")?
@@ -567,18 +685,21 @@ fn append(tx: &rusqlite::Transaction<'_>, m: NewMessage) -> Result<ChatMessage, 
             return Err(StoreError::NoSuchUser(to.clone()));
         }
     }
-    let ts = now_ms();
     tx.prepare_cached(
         "INSERT INTO messages (sender, recipient, text, ts, nonce) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![m.from, m.to, m.text, ts, m.nonce])?;
     let msg_id = u64::try_from(tx.last_insert_rowid()).unwrap_or(0);
-    Ok(ChatMessage {
-        msg_id,
-        from: m.from,
-        to: m.to,
-        text: m.text,
-        ts,
+    let track_receipt = m.nonce.is_some();
+    Ok(Outcome::New {
+        message: ChatMessage {
+            msg_id,
+            from: m.from,
+            to: m.to,
+            text: m.text,
+            ts,
+        },
+        track_receipt,
     })
 }
 
@@ -662,7 +783,75 @@ mod tests {
             to: Some(to.into()),
             text: text.into(),
             nonce: None,
+            nonce_window: std::time::Duration::from_secs(60),
         }
+    }
+
+    fn with_nonce(mut m: NewMessage, nonce: &str) -> NewMessage {
+        m.nonce = Some(nonce.into());
+        m
+    }
+
+    #[tokio::test]
+    async fn a_repeated_nonce_returns_the_first_message() {
+        let s = store();
+        s.create_user("a".into(), "h".into()).await.unwrap();
+        s.create_user("b".into(), "h".into()).await.unwrap();
+        let first = s
+            .append(with_nonce(dm("a", "b", "one"), "n1"))
+            .await
+            .unwrap();
+        assert!(!first.duplicate);
+        let again = s
+            .append(with_nonce(dm("a", "b", "changed"), "n1"))
+            .await
+            .unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.message, first.message, "the first message wins");
+        // Another sender's nonce is its own; a fresh nonce is a new message.
+        let other = s.append(with_nonce(dm("b", "a", "x"), "n1")).await.unwrap();
+        assert!(!other.duplicate);
+        let fresh = s
+            .append(with_nonce(dm("a", "b", "two"), "n2"))
+            .await
+            .unwrap();
+        assert!(!fresh.duplicate);
+        let h = s
+            .history("a".into(), Peer::User("b".into()), None, 50)
+            .await
+            .unwrap();
+        assert_eq!(h.len(), 3, "nothing new was stored for the repeat");
+        // Outside the window the nonce is free again.
+        let mut late = with_nonce(dm("a", "b", "late"), "n1");
+        late.nonce_window = std::time::Duration::ZERO;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(!s.append(late).await.unwrap().duplicate);
+    }
+
+    #[tokio::test]
+    async fn repeats_in_one_batch_share_the_first_receipt() {
+        let s = Arc::new(store());
+        s.create_user("a".into(), "h".into()).await.unwrap();
+        s.create_user("b".into(), "h".into()).await.unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    s.append(with_nonce(dm("a", "b", &i.to_string()), "same"))
+                        .await
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        let mut firsts = 0;
+        for t in tasks {
+            let a = t.await.unwrap().unwrap();
+            firsts += usize::from(!a.duplicate);
+            ids.push(a.message.msg_id);
+        }
+        assert_eq!(firsts, 1);
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "every repeat names the same msg_id");
     }
 
     #[tokio::test]
@@ -752,6 +941,7 @@ mod tests {
             to: None,
             text: "all".into(),
             nonce: None,
+            nonce_window: std::time::Duration::from_secs(60),
         })
         .await
         .unwrap();
