@@ -24,10 +24,11 @@ pub mod config;
 pub mod protocol;
 #[cfg(feature = "python")]
 mod python;
+mod random;
 pub mod server;
 pub mod store;
 
-pub use client::{Client, ClientError, Incoming, Sent};
+pub use client::{Client, ClientError, ClientOptions, Incoming, Sent};
 pub use config::ServerConfig;
 pub use protocol::{ChatMessage, Code, Peer};
 pub use server::{Server, ServerError, ServerHandle};

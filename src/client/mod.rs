@@ -7,9 +7,17 @@
 //! stays connected. Every failing code surfaces as [`ClientError::Server`]
 //! with the code and the server's `error` sentence; a server-initiated close
 //! (64, 65, 66, 67, 68) as [`ClientError::Closed`] with its code.
+//!
+//! With [`ClientOptions::reconnect`], a client that has logged in logs in with
+//! acks on, acknowledges each direct message once the application has taken it
+//! from [`Incoming::recv`], drops redelivered ones, and when the connection
+//! breaks reconnects with backoff and resumes with its session token; requests
+//! still waiting for an answer are sent again on the new connection (every send
+//! carries a nonce, so a repeat is answered, not stored twice). It never
+//! reconnects after a takeover (64) or `logout`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,7 +34,9 @@ use tokio_util::sync::CancellationToken;
 use crate::protocol::code::{Code, Status};
 use crate::protocol::codec::LineCodec;
 use crate::protocol::envelope::{Envelope, Id};
-use crate::protocol::reply::{encode_pong, ChatMessage, LoginOk, Messages, Receipt, Users};
+use crate::protocol::reply::{
+    encode_ack, encode_pong, ChatMessage, LoginOk, Messages, Receipt, Users,
+};
 use crate::protocol::request::{
     Broadcast, Credential, Direct, History, Login, Peer, Register, Request,
 };
@@ -37,6 +47,31 @@ const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 const SEND_QUEUE: usize = 256;
 /// Pushed messages held for the application before the client stops reading.
 const INCOMING_QUEUE: usize = 1024;
+/// First and longest pause between reconnection attempts.
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long one resume login may take before the attempt counts as failed.
+const RESUME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Characters in a send's nonce.
+const NONCE_CHARS: usize = 20;
+
+/// How a [`Client`] behaves when its connection breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// After a login: acks on, and reconnect and resume when the connection breaks.
+    pub reconnect: bool,
+    /// How long to keep trying to reconnect before giving up with the original error.
+    pub reconnect_for: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            reconnect: false,
+            reconnect_for: Duration::from_secs(30),
+        }
+    }
+}
 
 /// What a client call can fail with.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -101,20 +136,84 @@ pub struct Sent {
     pub duplicate: bool,
 }
 
-type Pending = HashMap<u64, oneshot::Sender<Envelope>>;
+/// A request waiting for its answer; `frame` is kept to send it again after a resume.
+struct Waiter {
+    tx: oneshot::Sender<Envelope>,
+    frame: Bytes,
+    resend: bool,
+}
+
+type Pending = HashMap<u64, Waiter>;
+
+/// The connection in use: where frames go, and which connection it is.
+struct Link {
+    out: mpsc::Sender<Bytes>,
+    generation: u64,
+}
 
 struct Shared {
-    out: mpsc::Sender<Bytes>,
-    /// `None` once the connection has ended, so no request can wait forever.
+    options: ClientOptions,
+    host: String,
+    port: u16,
+    link: Mutex<Link>,
+    /// `None` once the client has ended, so no request can wait forever.
     pending: Mutex<Option<Pending>>,
     next_id: AtomicU64,
+    generations: AtomicU64,
     close_reason: Mutex<Option<ClientError>>,
     stop: CancellationToken,
+    /// Where pushes go; taken when the client ends so `Incoming` sees the end.
+    incoming: Mutex<Option<mpsc::Sender<ChatMessage>>>,
+    /// `(user, token)` of the session to resume, once logged in with reconnect on.
+    session: Mutex<Option<(String, String)>>,
+    logged_out: AtomicBool,
+    /// Highest direct `msg_id` handed to the application: redeliveries at or below it are dropped.
+    last_direct: AtomicU64,
+    /// Highest direct `msg_id` the application took (acknowledged to the server).
+    acked: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here leaves its data whole, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
     fn pending(&self) -> MutexGuard<'_, Option<Pending>> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.pending)
+    }
+
+    fn out(&self) -> mpsc::Sender<Bytes> {
+        lock(&self.link).out.clone()
+    }
+
+    /// Ends the client for good: waiting requests fail, `Incoming` ends.
+    fn finish(&self, err: ClientError) {
+        self.set_close_reason(err);
+        self.pending().take();
+        lock(&self.incoming).take();
+        self.stop.cancel();
+    }
+
+    /// Called when connection `generation` ended; reconnects or ends the client.
+    fn connection_lost(self: &Arc<Self>, generation: u64, err: ClientError) {
+        if lock(&self.link).generation != generation {
+            return; // a connection that was never put in use, or already replaced
+        }
+        let final_code = matches!(
+            err.named_code(),
+            Some(Code::TakenOver | Code::TooManyAttempts | Code::FrameTooLong)
+        );
+        let resumable = self.options.reconnect
+            && !self.stop.is_cancelled()
+            && !final_code
+            && !self.logged_out.load(Ordering::Acquire)
+            && lock(&self.session).is_some();
+        if resumable {
+            tokio::spawn(reconnect(self.clone(), err));
+        } else {
+            self.finish(err);
+        }
     }
 
     fn closed_error(&self) -> ClientError {
@@ -168,48 +267,67 @@ impl Drop for Owner {
 
 impl Incoming {
     /// The next pushed message; once the connection has ended and every message
-    /// was taken, the reason it ended.
+    /// was taken, the reason it ended. With reconnect on, taking a direct message
+    /// acknowledges it to the server.
     pub async fn recv(&mut self) -> Result<ChatMessage, ClientError> {
         match self.rx.recv().await {
-            Some(m) => Ok(m),
+            Some(m) => {
+                if self.shared.options.reconnect && m.to.is_some() {
+                    self.shared.acked.fetch_max(m.msg_id, Ordering::AcqRel);
+                    // A lost ack only means a redelivery, which is dropped by msg_id.
+                    let _ = self.shared.out().try_send(encode_ack(m.msg_id));
+                }
+                Ok(m)
+            }
             None => Err(self.shared.closed_error()),
         }
     }
 }
 
 impl Client {
-    /// Connects to `host:port`.
+    /// Connects to `host:port` with the default options (no reconnection).
     pub async fn connect(host: &str, port: u16) -> Result<(Client, Incoming), ClientError> {
-        let addr = format!("{host}:{port}");
-        let stream = TcpStream::connect((host, port))
-            .await
-            .map_err(|e| ClientError::Connect {
-                addr,
-                reason: e.to_string(),
-                kind: e.kind(),
-            })?;
-        let _ = stream.set_nodelay(true);
-        Ok(Client::over(stream))
+        Client::connect_with(host, port, ClientOptions::default()).await
     }
 
-    /// Wraps an already connected stream.
-    pub fn over(stream: TcpStream) -> (Client, Incoming) {
-        let (rd, wr) = stream.into_split();
-        let (out_tx, out_rx) = mpsc::channel(SEND_QUEUE);
+    /// Connects to `host:port`.
+    pub async fn connect_with(
+        host: &str,
+        port: u16,
+        options: ClientOptions,
+    ) -> Result<(Client, Incoming), ClientError> {
+        let stream = dial(host, port).await?;
         let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
+        // A placeholder link, replaced by the real one below before anyone can use it.
+        let (placeholder, _) = mpsc::channel(1);
         let shared = Arc::new(Shared {
-            out: out_tx,
+            options,
+            host: host.to_string(),
+            port,
+            link: Mutex::new(Link {
+                out: placeholder,
+                generation: 0,
+            }),
             pending: Mutex::new(Some(HashMap::new())),
             next_id: AtomicU64::new(1),
+            generations: AtomicU64::new(0),
             close_reason: Mutex::new(None),
             stop: CancellationToken::new(),
+            incoming: Mutex::new(Some(in_tx)),
+            session: Mutex::new(None),
+            logged_out: AtomicBool::new(false),
+            last_direct: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
         });
-        tokio::spawn(write_loop(wr, out_rx, shared.stop.clone()));
-        tokio::spawn(read_loop(rd, in_tx, shared.clone()));
+        let first = attach(&shared, stream);
+        *lock(&shared.link) = Link {
+            out: first.out,
+            generation: first.generation,
+        };
         let owner = Arc::new(Owner {
             stop: shared.stop.clone(),
         });
-        (
+        Ok((
             Client {
                 shared: shared.clone(),
                 _owner: owner.clone(),
@@ -219,15 +337,21 @@ impl Client {
                 shared,
                 _owner: owner,
             },
-        )
+        ))
     }
 
     /// Sends `request` and waits for the frame that answers it.
     pub async fn request(&self, request: &Request) -> Result<Envelope, ClientError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = request.encode(Some(&Id::UInt(id)));
         let (tx, rx) = oneshot::channel();
+        let waiter = Waiter {
+            tx,
+            frame: frame.clone(),
+            resend: true,
+        };
         match self.shared.pending().as_mut() {
-            Some(p) => p.insert(id, tx),
+            Some(p) => p.insert(id, waiter),
             None => return Err(self.shared.closed_error()),
         };
         // Drop the slot if this call is cancelled (a timeout) before its answer.
@@ -235,13 +359,10 @@ impl Client {
             shared: &self.shared,
             id,
         };
-        if self
-            .shared
-            .out
-            .send(request.encode(Some(&Id::UInt(id))))
-            .await
-            .is_err()
-        {
+        // Read the link only after the waiter is in place: a resume that installs a
+        // new link either is seen here or sends this request again itself.
+        let out = self.shared.out();
+        if out.send(frame).await.is_err() && !self.shared.options.reconnect {
             return Err(self.shared.closed_error());
         }
         rx.await.map_err(|_| self.shared.closed_error())
@@ -252,10 +373,14 @@ impl Client {
         let req = Request::Login(Login {
             user: user.into(),
             credential: Credential::Password(password.into()),
-            acks: false,
+            acks: self.shared.options.reconnect,
         });
         let env = expect(self.request(&req).await?, &[Code::LoginOk])?;
-        decode(env)
+        let info: LoginOk = decode(env)?;
+        if self.shared.options.reconnect {
+            *lock(&self.shared.session) = Some((info.user.clone(), info.session.clone()));
+        }
+        Ok(info)
     }
 
     /// Creates a user.
@@ -273,12 +398,13 @@ impl Client {
         Ok(decode::<Users>(env)?.users)
     }
 
-    /// Sends a direct message.
+    /// Sends a direct message, with a fresh nonce so a resend cannot store it twice.
     pub async fn send(&self, to: &str, text: &str) -> Result<Sent, ClientError> {
-        self.send_with_nonce(to, text, None).await
+        let nonce = crate::random::alphanumeric(NONCE_CHARS);
+        self.send_with_nonce(to, text, Some(&nonce)).await
     }
 
-    /// Sends a direct message with an idempotency nonce.
+    /// Sends a direct message with the caller's idempotency nonce (or none).
     pub async fn send_with_nonce(
         &self,
         to: &str,
@@ -294,11 +420,11 @@ impl Client {
         receipt(env)
     }
 
-    /// Broadcasts to every online user.
+    /// Broadcasts to every online user, with a fresh nonce.
     pub async fn broadcast(&self, text: &str) -> Result<Sent, ClientError> {
         let req = Request::Broadcast(Broadcast {
             text: text.into(),
-            nonce: None,
+            nonce: Some(crate::random::alphanumeric(NONCE_CHARS)),
         });
         let env = expect(self.request(&req).await?, &[Code::Delivered])?;
         receipt(env)
@@ -327,8 +453,9 @@ impl Client {
         Ok(start.elapsed())
     }
 
-    /// Logs out; the server then closes the connection.
+    /// Logs out; the server then closes the connection, and the client does not reconnect.
     pub async fn logout(&self) -> Result<(), ClientError> {
+        self.shared.logged_out.store(true, Ordering::Release);
         expect(self.request(&Request::Logout).await?, &[Code::QueryOk])?;
         self.shared.set_close_reason(ClientError::Closed {
             code: None,
@@ -339,16 +466,155 @@ impl Client {
 
     /// Closes the connection; pending and later calls fail with [`ClientError::Closed`].
     pub fn close(&self) {
-        self.shared.set_close_reason(ClientError::Closed {
+        self.shared.finish(ClientError::Closed {
             code: None,
             reason: "closed by the client".into(),
         });
-        self.shared.stop.cancel();
     }
 
-    /// Whether the connection has ended.
+    /// Whether the client has ended.
     pub fn is_closed(&self) -> bool {
         self.shared.pending().is_none() || self.shared.stop.is_cancelled()
+    }
+}
+
+async fn dial(host: &str, port: u16) -> Result<TcpStream, ClientError> {
+    let stream = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| ClientError::Connect {
+            addr: format!("{host}:{port}"),
+            reason: e.to_string(),
+            kind: e.kind(),
+        })?;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// A connection's reader and writer, started.
+struct Attached {
+    generation: u64,
+    out: mpsc::Sender<Bytes>,
+    /// Cancelled when the connection's reader stops.
+    ended: CancellationToken,
+}
+
+/// Starts the reader and writer of a new connection.
+fn attach(shared: &Arc<Shared>, stream: TcpStream) -> Attached {
+    let generation = shared.generations.fetch_add(1, Ordering::AcqRel) + 1;
+    let (rd, wr) = stream.into_split();
+    let (out_tx, out_rx) = mpsc::channel(SEND_QUEUE);
+    let ended = CancellationToken::new();
+    tokio::spawn(write_loop(wr, out_rx, shared.stop.clone()));
+    tokio::spawn(read_loop(
+        rd,
+        out_tx.clone(),
+        shared.clone(),
+        generation,
+        ended.clone(),
+    ));
+    Attached {
+        generation,
+        out: out_tx,
+        ended,
+    }
+}
+
+/// Reconnects with backoff and resumes the session, then sends again what waits for
+/// an answer; gives up (ending the client with `cause`) after `reconnect_for`.
+async fn reconnect(shared: Arc<Shared>, cause: ClientError) {
+    let deadline = Instant::now() + shared.options.reconnect_for;
+    let mut delay = BACKOFF_FIRST;
+    loop {
+        tokio::select! {
+            _ = shared.stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        if Instant::now() >= deadline {
+            shared.finish(cause);
+            return;
+        }
+        delay = (delay * 2).min(BACKOFF_MAX);
+        let Some((user, token)) = lock(&shared.session).clone() else {
+            shared.finish(cause);
+            return;
+        };
+        let Ok(stream) = dial(&shared.host, shared.port).await else {
+            continue;
+        };
+        let Attached {
+            generation,
+            out,
+            ended,
+        } = attach(&shared, stream);
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let resume = Request::Login(Login {
+            user,
+            credential: Credential::Session(token),
+            acks: true,
+        })
+        .encode(Some(&Id::UInt(id)));
+        let (tx, rx) = oneshot::channel();
+        let waiter = Waiter {
+            tx,
+            frame: resume.clone(),
+            resend: false,
+        };
+        match shared.pending().as_mut() {
+            Some(p) => p.insert(id, waiter),
+            None => return,
+        };
+        let _ = out.send(resume).await;
+        // The attempt fails fast if this connection dies before answering.
+        let answer = tokio::select! {
+            a = tokio::time::timeout(RESUME_TIMEOUT, rx) => a.ok(),
+            _ = ended.cancelled() => None,
+        };
+        if let Some(p) = shared.pending().as_mut() {
+            p.remove(&id);
+        }
+        match answer {
+            Some(Ok(env)) if env.code == Code::LoginOk.number() => {
+                {
+                    // A reader that ended marks `ended` before it reports the loss under
+                    // this lock: either it is seen here, or its report sees this link.
+                    let mut link = lock(&shared.link);
+                    if ended.is_cancelled() {
+                        continue;
+                    }
+                    *link = Link {
+                        out: out.clone(),
+                        generation,
+                    };
+                }
+                let again: Vec<Bytes> = shared
+                    .pending()
+                    .as_ref()
+                    .map(|p| {
+                        p.values()
+                            .filter(|w| w.resend)
+                            .map(|w| w.frame.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let acked = shared.acked.load(Ordering::Acquire);
+                if acked > 0 {
+                    let _ = out.send(encode_ack(acked)).await;
+                }
+                for frame in again {
+                    let _ = out.send(frame).await;
+                }
+                return;
+            }
+            Some(Ok(env)) if env.code == Code::BadCredentials.number() => {
+                // The token is void (expired, or logged out elsewhere): nothing to resume.
+                shared.finish(ClientError::Closed {
+                    code: cause.code(),
+                    reason: "the session could not be resumed".into(),
+                });
+                return;
+            }
+            _ => {} // no answer in time, or the connection broke again: retry
+        }
     }
 }
 
@@ -430,8 +696,19 @@ async fn write_loop(
     let _ = wr.shutdown().await;
 }
 
-async fn read_loop(rd: OwnedReadHalf, incoming: mpsc::Sender<ChatMessage>, shared: Arc<Shared>) {
+async fn read_loop(
+    rd: OwnedReadHalf,
+    out: mpsc::Sender<Bytes>,
+    shared: Arc<Shared>,
+    generation: u64,
+    ended_flag: CancellationToken,
+) {
     let mut frames = FramedRead::new(rd, LineCodec::new(MAX_REPLY_BYTES));
+    let incoming = lock(&shared.incoming).clone();
+    let mut ended = ClientError::Closed {
+        code: None,
+        reason: "the server closed the connection".into(),
+    };
     loop {
         let next = tokio::select! {
             biased;
@@ -441,10 +718,10 @@ async fn read_loop(rd: OwnedReadHalf, incoming: mpsc::Sender<ChatMessage>, share
         let line = match next {
             Some(Ok(line)) => line,
             Some(Err(e)) => {
-                shared.set_close_reason(ClientError::Closed {
+                ended = ClientError::Closed {
                     code: None,
                     reason: e.to_string(),
-                });
+                };
                 break;
             }
             None => break,
@@ -459,26 +736,37 @@ async fn read_loop(rd: OwnedReadHalf, incoming: mpsc::Sender<ChatMessage>, share
         if let Some(id) = env.id.as_ref().and_then(Id::as_u64) {
             let waiter = shared.pending().as_mut().and_then(|p| p.remove(&id));
             if let Some(w) = waiter {
-                let _ = w.send(env);
+                let _ = w.tx.send(env);
                 continue;
             }
         }
         match (env.status, Code::from_number(env.code)) {
             (Status::Query, Some(Code::Heartbeat)) => {
-                let answered = shared.out.send(encode_pong()).await;
+                let answered = out.send(encode_pong()).await;
                 if answered.is_err() {
                     break;
                 }
             }
             (Status::Message, Some(Code::Direct | Code::Broadcast)) => {
-                match serde_json::from_value::<ChatMessage>(serde_json::Value::Object(env.info)) {
-                    // A full queue means the application is slow: stop reading, let the server judge.
-                    Ok(m) => {
-                        if incoming.send(m).await.is_err() {
-                            // Nobody listens for pushes; keep serving replies.
-                        }
+                let m = match serde_json::from_value::<ChatMessage>(serde_json::Value::Object(
+                    env.info,
+                )) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!("ignoring a malformed push: {e}");
+                        continue;
                     }
-                    Err(e) => tracing::warn!("ignoring a malformed push: {e}"),
+                };
+                // Direct messages arrive in msg_id order on a connection; after a resume
+                // the server starts again from the last ack, so older ones are repeats.
+                if m.to.is_some()
+                    && shared.last_direct.fetch_max(m.msg_id, Ordering::AcqRel) >= m.msg_id
+                {
+                    continue;
+                }
+                if let Some(incoming) = &incoming {
+                    // A full queue means the application is slow: stop reading, let the server judge.
+                    let _ = incoming.send(m).await;
                 }
             }
             (Status::Error, _) | (Status::Response, _) => {
@@ -487,10 +775,10 @@ async fn read_loop(rd: OwnedReadHalf, incoming: mpsc::Sender<ChatMessage>, share
                     .unwrap_or("closed by the server")
                     .to_string();
                 if Code::from_number(env.code).is_some_and(Code::closes) {
-                    shared.set_close_reason(ClientError::Closed {
+                    ended = ClientError::Closed {
                         code: Some(env.code),
                         reason,
-                    });
+                    };
                 } else {
                     tracing::warn!(
                         "unsolicited frame from the server: code {} {reason}",
@@ -501,11 +789,7 @@ async fn read_loop(rd: OwnedReadHalf, incoming: mpsc::Sender<ChatMessage>, share
             _ => {}
         }
     }
-    shared.set_close_reason(ClientError::Closed {
-        code: None,
-        reason: "the server closed the connection".into(),
-    });
-    // Fail every waiting request and refuse new ones.
-    shared.pending().take();
-    shared.stop.cancel();
+    drop(incoming);
+    ended_flag.cancel();
+    shared.connection_lost(generation, ended);
 }

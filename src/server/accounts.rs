@@ -144,39 +144,7 @@ pub fn session_key(token: &str) -> String {
 
 /// A fresh session token: 24 characters from `A-Za-z0-9`, from the OS's random source.
 pub fn new_session_token() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut token = String::with_capacity(SESSION_TOKEN_CHARS);
-    let mut bytes = [0u8; 64];
-    while token.len() < SESSION_TOKEN_CHARS {
-        if getrandom::fill(&mut bytes).is_err() {
-            // No OS randomness is a broken machine; fall back to the clock-seeded hasher
-            // rather than refusing every login.
-            fallback_random(&mut bytes);
-        }
-        // 248 = 4 × 62: rejecting bytes above it keeps every character equally likely.
-        for &b in bytes.iter().filter(|&&b| b < 248) {
-            if token.len() == SESSION_TOKEN_CHARS {
-                break;
-            }
-            token.push(ALPHABET[(b % 62) as usize] as char);
-        }
-    }
-    token
-}
-
-fn fallback_random(bytes: &mut [u8]) {
-    use std::hash::{BuildHasher, Hasher};
-    let state = std::collections::hash_map::RandomState::new();
-    for chunk in bytes.chunks_mut(8) {
-        let mut h = state.build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        let v = h.finish().to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
+    crate::random::alphanumeric(SESSION_TOKEN_CHARS)
 }
 
 #[cfg(test)]
