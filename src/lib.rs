@@ -28,7 +28,7 @@ mod random;
 pub mod server;
 pub mod store;
 
-pub use client::{Client, ClientError, ClientOptions, Incoming, Sent};
+pub use client::{Client, ClientError, ClientOptions, ConnectionEvent, Incoming, Sent};
 pub use config::ServerConfig;
 pub use protocol::{ChatMessage, Code, Peer};
 pub use server::{Server, ServerError, ServerHandle};

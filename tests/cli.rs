@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moechat::Client;
+use moechat::{Client, ClientOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_moechat-server");
 
@@ -330,7 +330,12 @@ fn kill_9_loses_no_acknowledged_message() {
                 let stop = stop.clone();
                 rt.spawn(async move {
                     let mut mine = Vec::new();
-                    let (c, _in) = Client::connect("127.0.0.1", port).await.unwrap();
+                    // One connection each: a send cut short by the kill must fail, not wait
+                    // for a server that comes back on another port.
+                    let (c, _in) =
+                        Client::connect_with("127.0.0.1", port, ClientOptions::no_reconnect())
+                            .await
+                            .unwrap();
                     c.login(&format!("s{i}"), "pw").await.unwrap();
                     let mut n = 0;
                     while !stop.load(Ordering::Relaxed) {

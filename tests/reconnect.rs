@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use moechat::{Client, ClientOptions, Code, Peer, ServerConfig};
+use moechat::{Client, ClientOptions, Code, ConnectionEvent, Peer, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 
@@ -135,7 +135,18 @@ async fn a_server_restart_is_survived() {
     };
     let s = TestServer::with_users_config(config.clone()).await;
     let proxy = Proxy::start(s.addr).await;
-    let (bob, mut bob_in) = Client::connect_with("127.0.0.1", proxy.port, resilient())
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let options = ClientOptions {
+        on_event: Some(Arc::new(move |e: ConnectionEvent| {
+            seen.lock().unwrap().push(match e {
+                ConnectionEvent::Disconnected(err) => format!("disconnected {:?}", err.code()),
+                ConnectionEvent::Reconnected => "reconnected".to_string(),
+            })
+        })),
+        ..resilient()
+    };
+    let (bob, mut bob_in) = Client::connect_with("127.0.0.1", proxy.port, options)
         .await
         .unwrap();
     bob.login("bob", "builder").await.unwrap();
@@ -154,6 +165,10 @@ async fn a_server_restart_is_survived() {
         (sent.msg_id, "after the restart")
     );
     assert_eq!(bob.users().await.unwrap(), vec!["alice", "bob"]);
+    assert_eq!(
+        *events.lock().unwrap(),
+        vec!["disconnected Some(65)", "reconnected"]
+    );
     s.stop().await;
 }
 

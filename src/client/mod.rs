@@ -55,21 +55,62 @@ const RESUME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Characters in a send's nonce.
 const NONCE_CHARS: usize = 20;
 
+/// What a reconnecting client reports to the application.
+#[derive(Debug, Clone)]
+pub enum ConnectionEvent {
+    /// The connection broke; the client is reconnecting. Carries why it broke.
+    Disconnected(ClientError),
+    /// The session was resumed on a new connection.
+    Reconnected,
+}
+
+/// Called with each [`ConnectionEvent`], from the client's background task.
+pub type EventHook = Arc<dyn Fn(ConnectionEvent) + Send + Sync>;
+
 /// How a [`Client`] behaves when its connection breaks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// After a login: acks on, and reconnect and resume when the connection breaks.
     pub reconnect: bool,
     /// How long to keep trying to reconnect before giving up with the original error.
     pub reconnect_for: Duration,
+    /// Told when the connection breaks and when it is back.
+    pub on_event: Option<EventHook>,
 }
 
 impl Default for ClientOptions {
     fn default() -> ClientOptions {
         ClientOptions {
-            reconnect: false,
+            reconnect: true,
             reconnect_for: Duration::from_secs(30),
+            on_event: None,
         }
+    }
+}
+
+impl ClientOptions {
+    /// One connection, no reconnection: every break ends the client.
+    pub fn no_reconnect() -> ClientOptions {
+        ClientOptions {
+            reconnect: false,
+            ..ClientOptions::default()
+        }
+    }
+
+    fn emit(&self, event: ConnectionEvent) {
+        if let Some(hook) = &self.on_event {
+            hook(event);
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("reconnect", &self.reconnect)
+            .field("reconnect_for", &self.reconnect_for)
+            .field("on_event", &self.on_event.is_some())
+            .finish()
     }
 }
 
@@ -210,6 +251,8 @@ impl Shared {
             && !self.logged_out.load(Ordering::Acquire)
             && lock(&self.session).is_some();
         if resumable {
+            self.options
+                .emit(ConnectionEvent::Disconnected(err.clone()));
             tokio::spawn(reconnect(self.clone(), err));
         } else {
             self.finish(err);
@@ -285,7 +328,7 @@ impl Incoming {
 }
 
 impl Client {
-    /// Connects to `host:port` with the default options (no reconnection).
+    /// Connects to `host:port` with the default options (reconnecting after a login).
     pub async fn connect(host: &str, port: u16) -> Result<(Client, Incoming), ClientError> {
         Client::connect_with(host, port, ClientOptions::default()).await
     }
@@ -603,6 +646,7 @@ async fn reconnect(shared: Arc<Shared>, cause: ClientError) {
                 for frame in again {
                     let _ = out.send(frame).await;
                 }
+                shared.options.emit(ConnectionEvent::Reconnected);
                 return;
             }
             Some(Ok(env)) if env.code == Code::BadCredentials.number() => {
