@@ -20,7 +20,7 @@ def server() -> Iterator[moechat.Server]:
     srv.stop()
 
 
-def logged_in(srv: moechat.Server, user: str) -> moechat.Client:
-    c = moechat.Client("127.0.0.1", srv.port, timeout=10.0)
+def logged_in(srv: moechat.Server, user: str, *, reconnect: bool = True) -> moechat.Client:
+    c = moechat.Client("127.0.0.1", srv.port, timeout=10.0, reconnect=reconnect)
     c.login(user, USERS[user])
     return c

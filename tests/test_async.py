@@ -8,8 +8,10 @@ import moechat
 import pytest
 
 
-async def _client(srv: moechat.Server, user: str, password: str) -> moechat.AsyncClient:
-    c = await moechat.AsyncClient.connect("127.0.0.1", srv.port, timeout=10.0)
+async def _client(
+    srv: moechat.Server, user: str, password: str, *, reconnect: bool = True
+) -> moechat.AsyncClient:
+    c = await moechat.AsyncClient.connect("127.0.0.1", srv.port, timeout=10.0, reconnect=reconnect)
     await c.login(user, password)
     return c
 
@@ -53,7 +55,7 @@ def test_every_call_async(server: moechat.Server) -> None:
 def test_async_for_until_closed(server: moechat.Server) -> None:
     async def main() -> list[str]:
         alice = await _client(server, "alice", "wonderland")
-        bob = await _client(server, "bob", "builder")
+        bob = await _client(server, "bob", "builder", reconnect=False)
         for i in range(5):
             await alice.send("bob", f"m{i}")
         got = []

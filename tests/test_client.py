@@ -99,7 +99,7 @@ def test_takeover_closes_the_old_client_with_64(server: moechat.Server) -> None:
 
 def test_iteration_ends_when_the_connection_closes(server: moechat.Server) -> None:
     alice = logged_in(server, "alice")
-    bob = logged_in(server, "bob")
+    bob = logged_in(server, "bob", reconnect=False)
     for i in range(3):
         alice.send("bob", f"m{i}")
     got = []

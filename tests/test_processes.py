@@ -139,7 +139,7 @@ def test_server_stopped_under_load_loses_nothing_acknowledged(tmp_path: Path) ->
     closed_codes: list[object] = []
 
     def sender(name: str) -> None:
-        c = moechat.Client("127.0.0.1", srv.port)
+        c = moechat.Client("127.0.0.1", srv.port, reconnect=False)
         c.login(name, "pw")
         n = 0
         while True:

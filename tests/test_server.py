@@ -64,7 +64,7 @@ def test_port_in_use_is_oserror() -> None:
 
 
 def test_online_users_and_graceful_stop(server: moechat.Server) -> None:
-    c = moechat.Client("127.0.0.1", server.port)
+    c = moechat.Client("127.0.0.1", server.port, reconnect=False)
     c.login("bob", "builder")
     assert server.online_users() == ["bob"]
     server.stop()

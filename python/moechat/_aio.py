@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
 from . import _moechat
-from ._errors import ConnectionClosed
+from ._errors import ConnectionClosed, MoeChatError
 from ._types import Message, Receipt
 
 
@@ -23,10 +23,23 @@ class AsyncClient:
 
     @classmethod
     async def connect(
-        cls, host: str = "127.0.0.1", port: int = 3541, timeout: float | None = 10.0
+        cls,
+        host: str = "127.0.0.1",
+        port: int = 3541,
+        timeout: float | None = 10.0,
+        *,
+        reconnect: bool = True,
+        on_disconnect: Callable[[MoeChatError], object] | None = None,
+        on_reconnect: Callable[[], object] | None = None,
     ) -> AsyncClient:
-        """Connect; ``ConnectionError`` if the server cannot be reached."""
-        return cls(await _moechat.AsyncClientCore.connect(host, port, timeout))
+        """Connect; ``ConnectionError`` if the server cannot be reached.
+
+        Delivery and reconnection work as on ``Client``; the callbacks are called from
+        a background thread, not from the event loop."""
+        core = await _moechat.AsyncClientCore.connect(
+            host, port, timeout, reconnect, on_disconnect, on_reconnect
+        )
+        return cls(core)
 
     async def register(self, user: str, password: str, *, timeout: float | None = None) -> None:
         await self._core.register(user, password, timeout)

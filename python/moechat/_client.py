@@ -6,11 +6,11 @@ sends; the connection answers the server's heartbeat pings by itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from . import _moechat
-from ._errors import ConnectionClosed
+from ._errors import ConnectionClosed, MoeChatError
 from ._types import Message, Receipt
 
 
@@ -19,12 +19,29 @@ class Client:
 
     ``timeout`` (seconds) is the default for every network call; each call also takes
     its own ``timeout=`` and raises the built-in ``TimeoutError`` when it expires.
+
+    After ``login`` the client delivers at least once: it acknowledges each direct
+    message when ``recv`` returns it, drops repeats, and when the connection breaks it
+    reconnects with backoff and resumes the session, re-sending what had no receipt
+    yet (each send carries a nonce, so nothing is stored twice). ``on_disconnect(error)``
+    and ``on_reconnect()`` are called from a background thread when that happens.
+    ``reconnect=False`` keeps one connection: any break ends the client. It never
+    reconnects after a takeover (``ConnectionClosed`` with code 64) or ``logout``.
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 3541, timeout: float | None = 10.0
+        self,
+        host: str = "127.0.0.1",
+        port: int = 3541,
+        timeout: float | None = 10.0,
+        *,
+        reconnect: bool = True,
+        on_disconnect: Callable[[MoeChatError], object] | None = None,
+        on_reconnect: Callable[[], object] | None = None,
     ) -> None:
-        self._core = _moechat.ClientCore(host, port, timeout)
+        self._core = _moechat.ClientCore(
+            host, port, timeout, reconnect, on_disconnect, on_reconnect
+        )
 
     def register(self, user: str, password: str, *, timeout: float | None = None) -> None:
         """Create a user; ``QueryError`` with code 43 if taken, 44 if registration is closed."""

@@ -1,5 +1,5 @@
-from collections.abc import Awaitable
-from typing import TypeAlias, final
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias, final
 
 __all__ = ["__version__", "cli_main", "ServerCore", "ClientCore", "AsyncClientCore"]
 
@@ -35,7 +35,15 @@ class ServerCore:
 
 @final
 class ClientCore:
-    def __new__(cls, host: str, port: int, timeout: float | None = None) -> ClientCore: ...
+    def __new__(
+        cls,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        reconnect: bool = True,
+        on_disconnect: Callable[[Any], object] | None = None,
+        on_reconnect: Callable[[], object] | None = None,
+    ) -> ClientCore: ...
     def login(self, user: str, password: str, timeout: float | None = None) -> str: ...
     def register(self, user: str, password: str, timeout: float | None = None) -> None: ...
     def users(self, timeout: float | None = None) -> list[str]: ...
@@ -59,7 +67,12 @@ class ClientCore:
 class AsyncClientCore:
     @staticmethod
     def connect(
-        host: str, port: int, timeout: float | None = None
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        reconnect: bool = True,
+        on_disconnect: Callable[[Any], object] | None = None,
+        on_reconnect: Callable[[], object] | None = None,
     ) -> Awaitable[AsyncClientCore]: ...
     def login(self, user: str, password: str, timeout: float | None = None) -> Awaitable[str]: ...
     def register(

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3_async_runtimes::tokio::future_into_py;
 
 use super::client::{message_tuple, receipt_tuple};
-use super::{client_error, seconds};
+use super::{client_error, client_options, seconds};
 use crate::client::{Client, ClientError, Incoming};
 use crate::protocol::request::Peer;
 use crate::protocol::validate::BROADCAST_PEER;
@@ -55,16 +55,21 @@ impl AsyncClientCore {
 impl AsyncClientCore {
     /// Connects; the awaitable yields an `AsyncClientCore`.
     #[staticmethod]
-    #[pyo3(signature = (host, port, timeout = None))]
+    #[pyo3(signature = (host, port, timeout = None, reconnect = true, on_disconnect = None, on_reconnect = None))]
     fn connect(
         py: Python<'_>,
         host: String,
         port: u16,
         timeout: Option<f64>,
+        reconnect: bool,
+        on_disconnect: Option<Py<PyAny>>,
+        on_reconnect: Option<Py<PyAny>>,
     ) -> PyResult<Bound<'_, PyAny>> {
         let timeout = seconds(timeout, "timeout")?;
+        let options = client_options(reconnect, on_disconnect, on_reconnect);
         future_into_py(py, async move {
-            let (client, incoming) = bounded(timeout, Client::connect(&host, port)).await?;
+            let (client, incoming) =
+                bounded(timeout, Client::connect_with(&host, port, options)).await?;
             Ok(AsyncClientCore {
                 client,
                 incoming: Arc::new(tokio::sync::Mutex::new(incoming)),

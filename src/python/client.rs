@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
-use super::{client_error, runtime, seconds, wait, SLICE};
+use super::{client_error, client_options, runtime, seconds, wait, SLICE};
 use crate::client::{Client, Incoming, Sent};
 use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
@@ -50,12 +50,21 @@ impl ClientCore {
 impl ClientCore {
     /// Connects to `host:port`; `timeout` (seconds) is the default for every call.
     #[new]
-    #[pyo3(signature = (host, port, timeout = None))]
-    fn new(py: Python<'_>, host: String, port: u16, timeout: Option<f64>) -> PyResult<ClientCore> {
+    #[pyo3(signature = (host, port, timeout = None, reconnect = true, on_disconnect = None, on_reconnect = None))]
+    fn new(
+        py: Python<'_>,
+        host: String,
+        port: u16,
+        timeout: Option<f64>,
+        reconnect: bool,
+        on_disconnect: Option<Py<PyAny>>,
+        on_reconnect: Option<Py<PyAny>>,
+    ) -> PyResult<ClientCore> {
         let timeout = seconds(timeout, "timeout")?;
+        let options = client_options(reconnect, on_disconnect, on_reconnect);
         let (client, incoming) = wait(
             py,
-            async move { Client::connect(&host, port).await },
+            async move { Client::connect_with(&host, port, options).await },
             timeout,
             client_error,
         )?;

@@ -18,7 +18,9 @@ use pyo3::exceptions::{
 };
 use pyo3::prelude::*;
 
-use crate::client::ClientError;
+use std::sync::Arc;
+
+use crate::client::{ClientError, ClientOptions, ConnectionEvent, EventHook};
 use crate::protocol::code::Code;
 use crate::server::accounts::AccountError;
 use crate::server::ServerError;
@@ -148,6 +150,40 @@ fn server_error(py: Python<'_>, e: ServerError) -> PyErr {
             moechat_error(py, "UserExistsError", &e.to_string(), None)
         }
         other => moechat_error(py, "MoeChatError", &other.to_string(), None),
+    }
+}
+
+/// Client options from the Python arguments: `on_disconnect(error)` and `on_reconnect()`
+/// are called on a blocking-pool thread with the GIL, never on a runtime worker.
+fn client_options(
+    reconnect: bool,
+    on_disconnect: Option<Py<PyAny>>,
+    on_reconnect: Option<Py<PyAny>>,
+) -> ClientOptions {
+    let hooks = Arc::new((on_disconnect, on_reconnect));
+    let on_event: EventHook = Arc::new(move |event: ConnectionEvent| {
+        let hooks = hooks.clone();
+        tokio::task::spawn_blocking(move || {
+            Python::attach(|py| {
+                let called = match (&event, &hooks.0, &hooks.1) {
+                    (ConnectionEvent::Disconnected(e), Some(cb), _) => {
+                        let err = client_error(py, e.clone());
+                        cb.call1(py, (err.value(py).clone(),)).map(drop)
+                    }
+                    (ConnectionEvent::Reconnected, _, Some(cb)) => cb.call0(py).map(drop),
+                    _ => Ok(()),
+                };
+                if let Err(e) = called {
+                    // A failing callback must not stop the client: report it like Python does.
+                    e.write_unraisable(py, None);
+                }
+            })
+        });
+    });
+    ClientOptions {
+        reconnect,
+        on_event: Some(on_event),
+        ..ClientOptions::default()
     }
 }
 
