@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
@@ -210,7 +210,9 @@ struct Shared {
     logged_out: AtomicBool,
     /// Highest direct `msg_id` handed to the application: redeliveries at or below it are dropped.
     last_direct: AtomicU64,
-    /// Highest direct `msg_id` the application took (acknowledged to the server).
+    /// Highest direct `msg_id` handed out by `recv`, not yet known to be handled.
+    taken: AtomicU64,
+    /// Highest direct `msg_id` acknowledged to the server.
     acked: AtomicU64,
 }
 
@@ -226,6 +228,15 @@ impl Shared {
 
     fn out(&self) -> mpsc::Sender<Bytes> {
         lock(&self.link).out.clone()
+    }
+
+    /// Acknowledges what the application has finished with (see [`Incoming::recv`]).
+    fn ack_taken(&self) {
+        let taken = self.taken.load(Ordering::Acquire);
+        if taken > self.acked.fetch_max(taken, Ordering::AcqRel) {
+            // A lost ack only means a redelivery, which is dropped by msg_id.
+            let _ = self.out().try_send(encode_ack(taken));
+        }
     }
 
     /// Ends the client for good: waiting requests fail, `Incoming` ends.
@@ -310,15 +321,18 @@ impl Drop for Owner {
 
 impl Incoming {
     /// The next pushed message; once the connection has ended and every message
-    /// was taken, the reason it ended. With reconnect on, taking a direct message
-    /// acknowledges it to the server.
+    /// was taken, the reason it ended.
+    ///
+    /// With reconnect on, a direct message counts as taken once the application
+    /// comes back for the next one (or closes the client): that is when it is
+    /// acknowledged, so an application that crashes while handling a message gets
+    /// it again after its next login.
     pub async fn recv(&mut self) -> Result<ChatMessage, ClientError> {
+        self.shared.ack_taken();
         match self.rx.recv().await {
             Some(m) => {
                 if self.shared.options.reconnect && m.to.is_some() {
-                    self.shared.acked.fetch_max(m.msg_id, Ordering::AcqRel);
-                    // A lost ack only means a redelivery, which is dropped by msg_id.
-                    let _ = self.shared.out().try_send(encode_ack(m.msg_id));
+                    self.shared.taken.fetch_max(m.msg_id, Ordering::AcqRel);
                 }
                 Ok(m)
             }
@@ -360,6 +374,7 @@ impl Client {
             session: Mutex::new(None),
             logged_out: AtomicBool::new(false),
             last_direct: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
             acked: AtomicU64::new(0),
         });
         let first = attach(&shared, stream);
@@ -498,6 +513,7 @@ impl Client {
 
     /// Logs out; the server then closes the connection, and the client does not reconnect.
     pub async fn logout(&self) -> Result<(), ClientError> {
+        self.shared.ack_taken();
         self.shared.logged_out.store(true, Ordering::Release);
         expect(self.request(&Request::Logout).await?, &[Code::QueryOk])?;
         self.shared.set_close_reason(ClientError::Closed {
@@ -509,6 +525,7 @@ impl Client {
 
     /// Closes the connection; pending and later calls fail with [`ClientError::Closed`].
     pub fn close(&self) {
+        self.shared.ack_taken();
         self.shared.finish(ClientError::Closed {
             code: None,
             reason: "closed by the client".into(),
@@ -713,8 +730,9 @@ async fn write_loop(
     mut out: mpsc::Receiver<Bytes>,
     stop: CancellationToken,
 ) {
-    let mut buf = Vec::new();
-    loop {
+    // BytesMut: a write cut short by `stop` leaves exactly the unsent bytes behind.
+    let mut buf = BytesMut::new();
+    'run: loop {
         let first = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
@@ -727,17 +745,26 @@ async fn write_loop(
                 break;
             }
         }
-        let ok = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            r = wr.write_all(&buf) => r.is_ok(),
-        };
-        buf.clear();
-        if !ok {
-            break;
+        while !buf.is_empty() {
+            let written = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break 'run,
+                r = wr.write_buf(&mut buf) => r,
+            };
+            if !matches!(written, Ok(n) if n > 0) {
+                return;
+            }
         }
     }
-    let _ = wr.shutdown().await;
+    // Closing: what was queued before the close (a final ack) still goes out, briefly.
+    while let Ok(f) = out.try_recv() {
+        buf.extend_from_slice(&f);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = wr.write_all(&buf).await;
+        let _ = wr.shutdown().await;
+    })
+    .await;
 }
 
 async fn read_loop(
