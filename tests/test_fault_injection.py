@@ -120,7 +120,10 @@ def test_kill_9_of_server_and_receiver_loses_nothing(tmp_path: Path) -> None:
     for t in threads:
         t.start()
     try:
-        running = lambda: sum(t.is_alive() for t in threads)  # noqa: E731
+
+        def running() -> int:
+            return sum(t.is_alive() for t in threads)
+
         time.sleep(0.4)
         assert running() == SENDERS, "the faults come mid-run"
         _kill9(server)
