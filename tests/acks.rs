@@ -21,6 +21,13 @@ async fn login_acks(s: &TestServer, user: &str) -> Raw {
     c
 }
 
+/// Drops `old` and logs bob in again with acks (the old connection is gone or taken over).
+async fn relogin(s: &TestServer, old: Raw) -> Raw {
+    drop(old);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    login_acks(s, "bob").await
+}
+
 async fn ack(c: &mut Raw, id: u64) {
     c.send_json(json!({"status": "r", "status_code": 50, "info": {"ack": id}}))
         .await;
@@ -58,18 +65,14 @@ async fn unacknowledged_messages_come_again_after_the_next_login() {
     };
     assert_eq!(drain(&mut bob).await, ids);
     ack(&mut bob, ids[1]).await;
-    drop(bob);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut bob = login_acks(&s, "bob").await;
+    let mut bob = relogin(&s, bob).await;
     assert_eq!(
         drain(&mut bob).await,
         vec![ids[2]],
         "only the unacknowledged one again, oldest first"
     );
     ack(&mut bob, ids[2]).await;
-    drop(bob);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut bob = login_acks(&s, "bob").await;
+    let mut bob = relogin(&s, bob).await;
     assert!(drain(&mut bob).await.is_empty());
     s.stop().await;
 }
@@ -82,9 +85,7 @@ async fn acks_for_unsent_ids_or_going_backwards_change_nothing() {
     ack(&mut bob, 1_000_000).await; // nothing was sent yet
     let first = msg_id(&alice.request(direct("bob", "first")).await);
     assert_eq!(drain(&mut bob).await, vec![first]);
-    drop(bob);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut bob = login_acks(&s, "bob").await;
+    let mut bob = relogin(&s, bob).await;
     assert_eq!(
         drain(&mut bob).await,
         vec![first],
@@ -103,9 +104,7 @@ async fn acks_for_unsent_ids_or_going_backwards_change_nothing() {
             .await;
     }
     bob.assert_serving().await;
-    drop(bob);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut bob = login_acks(&s, "bob").await;
+    let mut bob = relogin(&s, bob).await;
     assert!(drain(&mut bob).await.is_empty());
     s.stop().await;
 }
@@ -139,9 +138,7 @@ async fn without_acks_a_written_message_counts_as_delivered() {
     let mut bob = s.logged_in("bob").await;
     let a = msg_id(&alice.request(direct("bob", "a")).await);
     assert_eq!(drain(&mut bob).await, vec![a]);
-    drop(bob);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut bob = login_acks(&s, "bob").await;
+    let mut bob = relogin(&s, bob).await;
     assert!(drain(&mut bob).await.is_empty());
     s.stop().await;
 }

@@ -214,7 +214,9 @@ impl ClientCore {
                 Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
                 None => SLICE,
             };
-            // Incoming::recv is cancel-safe: a slice that times out loses nothing.
+            // Incoming::recv is cancel-safe: a slice that times out loses nothing. The
+            // lock is the receiver's place in line (one `recv` at a time), taken without
+            // the GIL and held only for one slice; senders never touch it.
             let got = py.detach(|| {
                 let mut incoming = self.incoming.lock().unwrap_or_else(PoisonError::into_inner);
                 rt.block_on(async { tokio::time::timeout(slice, incoming.recv()).await })
