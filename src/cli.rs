@@ -86,6 +86,22 @@ struct ServeArgs {
         value_name = "N"
     )]
     max_connections: usize,
+    /// Messages a connection may send per second (e/74 past it); 0 = no limit
+    #[arg(
+        long,
+        env = "MOECHAT_RATE_LIMIT",
+        default_value_t = 0.0,
+        value_name = "MSGS_PER_SEC"
+    )]
+    rate_limit: f64,
+    /// Messages a connection may send at once before the rate applies
+    #[arg(
+        long,
+        env = "MOECHAT_RATE_BURST",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    rate_burst: u32,
     /// Seconds a session token stays valid for resuming a login
     #[arg(
         long,
@@ -263,6 +279,8 @@ fn server_config(a: &ServeArgs, db: String) -> Result<ServerConfig, CliError> {
         )));
     }
     let config = ServerConfig {
+        rate_limit: a.rate_limit,
+        rate_burst: a.rate_burst,
         session_ttl: Duration::from_secs_f64(a.session_ttl),
         host: a.host.clone(),
         port: a.port,

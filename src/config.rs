@@ -37,6 +37,10 @@ pub struct ServerConfig {
     pub max_failed_logins: u32,
     /// Frames queued to one connection before it counts as a slow consumer (`e`/67).
     pub outbound_queue: usize,
+    /// Message frames a connection may send per second (`e`/74 past it); 0 = no limit.
+    pub rate_limit: f64,
+    /// Message frames a connection may send at once before the rate applies.
+    pub rate_burst: u32,
     /// How long a session token stays valid for resuming (`login` with `session`).
     pub session_ttl: Duration,
     /// How long a graceful stop waits for connections to say goodbye.
@@ -56,6 +60,8 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_failed_logins: 5,
             outbound_queue: 4_096,
+            rate_limit: 0.0,
+            rate_burst: 100,
             session_ttl: Duration::from_secs(86_400),
             shutdown_grace: Duration::from_secs(5),
         }
@@ -88,6 +94,11 @@ impl ServerConfig {
         }
         if self.max_failed_logins == 0 {
             return Err("max-failed-logins must be at least 1".into());
+        }
+        if !self.rate_limit.is_finite() || self.rate_limit < 0.0 {
+            return Err(
+                "rate-limit must be 0 (off) or a positive number of messages a second".into(),
+            );
         }
         if self.session_ttl.is_zero() {
             return Err("session-ttl must be more than 0 seconds".into());

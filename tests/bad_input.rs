@@ -408,3 +408,43 @@ async fn client_r_and_e_frames_get_no_reply() {
     c.assert_serving().await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_flood_past_the_rate_limit_is_74_and_costs_only_the_flooder() {
+    let config = ServerConfig {
+        rate_limit: 5.0,
+        rate_burst: 3,
+        ..ServerConfig::ephemeral()
+    };
+    let s = TestServer::with_users_config(config).await;
+    let mut flooder = s.logged_in("alice").await;
+    let mut other = s.logged_in("carol").await;
+    for _ in 0..3 {
+        assert_eq!(flooder.request(direct("bob", "x")).await["status_code"], 51);
+    }
+    let mut frame = direct("bob", "one too many");
+    frame["id"] = json!("f");
+    let r = flooder.request(frame).await;
+    assert_error(&r, "e", 74);
+    assert_eq!(r["id"], "f");
+    assert_error(&flooder.request(broadcast("also")).await, "e", 74);
+    // Queries are not messages: they still work, and so does everyone else.
+    flooder.assert_serving().await;
+    assert_eq!(
+        other.request(direct("bob", "fine")).await["status_code"],
+        51
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        flooder.request(direct("bob", "later")).await["status_code"],
+        51
+    );
+    // The refused messages were not stored: bob gets exactly the accepted ones.
+    let mut bob = s.logged_in("bob").await;
+    let mut texts = Vec::new();
+    while let Some(f) = bob.recv_within(Duration::from_millis(300)).await {
+        texts.push(f["info"]["text"].as_str().unwrap().to_string());
+    }
+    assert_eq!(texts, vec!["x", "x", "x", "fine", "later"]);
+    s.stop().await;
+}

@@ -121,6 +121,7 @@ fn bad_flags_are_one_line_and_exit_2() {
         &["--max-connections", "0"],
         &["--log-level", "loud"],
         &["--session-ttl", "0"],
+        &["--rate-limit", "-2"],
     ] {
         let (code, _, err) = run(args, None);
         assert_one_line_error(code, &err, 2, "");
@@ -137,6 +138,8 @@ fn bad_flags_are_one_line_and_exit_2() {
         "--max-text-bytes",
         "--max-connections",
         "--session-ttl",
+        "--rate-limit",
+        "--rate-burst",
         "--log-level",
         "add-user",
         "del-user",

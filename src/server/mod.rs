@@ -11,6 +11,7 @@
 pub mod accounts;
 pub mod connection;
 pub mod hub;
+pub mod limits;
 pub mod session;
 
 use std::net::SocketAddr;

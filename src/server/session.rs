@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use std::time::Instant;
+
 use super::hub::Conn;
+use super::limits::TokenBucket;
 use super::Context;
 use crate::protocol::code::{Code, Status};
 use crate::protocol::envelope::{encode_error, Envelope, Id};
@@ -53,16 +56,22 @@ pub struct Session {
     conn: Arc<Conn>,
     local_port: u16,
     state: State,
+    /// Message frames allowed; `None` when the server sets no rate limit.
+    bucket: Option<TokenBucket>,
 }
 
 impl Session {
     /// A session that has not logged in.
     pub fn new(ctx: Arc<Context>, conn: Arc<Conn>, local_port: u16) -> Session {
+        let limit = ctx.config.rate_limit;
+        let bucket =
+            (limit > 0.0).then(|| TokenBucket::new(limit, ctx.config.rate_burst, Instant::now()));
         Session {
             ctx,
             conn,
             local_port,
             state: State::Anonymous { failed_logins: 0 },
+            bucket,
         }
     }
 
@@ -129,6 +138,19 @@ impl Session {
                 id.as_ref(),
             ));
             return;
+        }
+        if kind.is_message() {
+            if let Some(bucket) = &mut self.bucket {
+                if !bucket.try_take(Instant::now()) {
+                    let reason = format!(
+                        "rate limited: at most {} messages a second; try again in {} ms",
+                        self.ctx.config.rate_limit,
+                        bucket.wait().as_millis().max(1)
+                    );
+                    out.push(fail(Code::RateLimited, &reason, id.as_ref()));
+                    return;
+                }
+            }
         }
         let request = match Request::parse(kind, &env.info, self.ctx.config.max_text_bytes) {
             Ok(r) => r,
