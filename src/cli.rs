@@ -102,6 +102,14 @@ struct ServeArgs {
         value_name = "N"
     )]
     rate_burst: u32,
+    /// Login attempts allowed from one address per minute (r/22 past it); 0 = no cap
+    #[arg(
+        long,
+        env = "MOECHAT_LOGIN_RATE",
+        default_value_t = 120,
+        value_name = "PER_MIN"
+    )]
+    login_rate: u32,
     /// Seconds a session token stays valid for resuming a login
     #[arg(
         long,
@@ -281,6 +289,7 @@ fn server_config(a: &ServeArgs, db: String) -> Result<ServerConfig, CliError> {
     let config = ServerConfig {
         rate_limit: a.rate_limit,
         rate_burst: a.rate_burst,
+        login_rate: a.login_rate,
         session_ttl: Duration::from_secs_f64(a.session_ttl),
         host: a.host.clone(),
         port: a.port,

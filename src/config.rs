@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub rate_limit: f64,
     /// Message frames a connection may send at once before the rate applies.
     pub rate_burst: u32,
+    /// Login attempts allowed from one source address per minute (`r`/22 past it); 0 = no cap.
+    pub login_rate: u32,
     /// How long a session token stays valid for resuming (`login` with `session`).
     pub session_ttl: Duration,
     /// How long a graceful stop waits for connections to say goodbye.
@@ -62,6 +64,7 @@ impl Default for ServerConfig {
             outbound_queue: 4_096,
             rate_limit: 0.0,
             rate_burst: 100,
+            login_rate: 120,
             session_ttl: Duration::from_secs(86_400),
             shutdown_grace: Duration::from_secs(5),
         }

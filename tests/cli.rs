@@ -139,6 +139,7 @@ fn bad_flags_are_one_line_and_exit_2() {
         "--max-connections",
         "--session-ttl",
         "--rate-limit",
+        "--login-rate",
         "--rate-burst",
         "--log-level",
         "add-user",

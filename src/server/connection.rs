@@ -47,13 +47,18 @@ const MAX_GATHER: usize = 256;
 /// Serves one accepted connection until it closes.
 pub async fn serve(stream: TcpStream, ctx: Arc<Context>, _permit: OwnedSemaphorePermit) {
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
     let (out_tx, out_rx) = mpsc::channel(REPLY_QUEUE);
     let (inbox_tx, inbox_rx) = mpsc::channel(ctx.config.outbound_queue);
     let conn = Arc::new(Conn::new(ctx.next_conn_id(), inbox_tx));
     let writer = tokio::spawn(write_loop(wr, out_rx, inbox_rx, conn.clone(), ctx.clone()));
-    let (user, rd, peer_done) = read_loop(rd, out_tx, conn.clone(), ctx.clone(), local_port).await;
+    let (user, rd, peer_done) =
+        read_loop(rd, out_tx, conn.clone(), ctx.clone(), local_port, peer).await;
     if let Some(user) = user {
         ctx.hub.unregister(&user, conn.id);
     }
@@ -87,10 +92,11 @@ async fn read_loop(
     conn: Arc<Conn>,
     ctx: Arc<Context>,
     local_port: u16,
+    peer: std::net::IpAddr,
 ) -> (Option<Arc<str>>, OwnedReadHalf, bool) {
     let mut peer_done = false;
     let mut frames = FramedRead::new(rd, LineCodec::new(ctx.config.max_frame_bytes));
-    let mut session = Session::new(ctx.clone(), conn.clone(), local_port);
+    let mut session = Session::new(ctx.clone(), conn.clone(), local_port, peer);
     let heartbeat = ctx.config.heartbeat;
     let mut deadline = Instant::now() + heartbeat;
     let mut pinged = false;

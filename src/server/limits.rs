@@ -1,8 +1,55 @@
-//! Per-connection rate limiting: a token bucket for message frames (`e`/74 past it).
+//! Rate limits: a per-connection token bucket for message frames (`e`/74 past it),
+//! and a per-address cap on login attempts (`r`/22 past it).
 //!
-//! Pure arithmetic on instants passed in, so it is tested without a clock.
+//! Both take the current instant as an argument, so they are tested without a clock.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+/// The window of the login cap.
+const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses tracked before stale windows are swept out (bounds memory under a spray).
+const SWEEP_AT: usize = 10_000;
+
+/// At most `per_minute` login attempts per source address in each minute-long window.
+#[derive(Debug)]
+pub struct LoginLimiter {
+    per_minute: u32,
+    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl LoginLimiter {
+    /// A cap of `per_minute` attempts; 0 means no cap.
+    pub fn new(per_minute: u32) -> LoginLimiter {
+        LoginLimiter {
+            per_minute,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts an attempt from `addr`; `Err(wait)` when the address is over its cap.
+    pub fn attempt(&self, addr: IpAddr, now: Instant) -> Result<(), Duration> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        if windows.len() >= SWEEP_AT {
+            windows.retain(|_, (start, _)| now.saturating_duration_since(*start) < LOGIN_WINDOW);
+        }
+        let (start, count) = windows.entry(addr).or_insert((now, 0));
+        if now.saturating_duration_since(*start) >= LOGIN_WINDOW {
+            *start = now;
+            *count = 0;
+        }
+        if *count >= self.per_minute {
+            return Err(LOGIN_WINDOW.saturating_sub(now.saturating_duration_since(*start)));
+        }
+        *count += 1;
+        Ok(())
+    }
+}
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
 #[derive(Debug, Clone)]
@@ -48,6 +95,24 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn login_cap_per_address_and_window() {
+        let t0 = Instant::now();
+        let cap = LoginLimiter::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(cap.attempt(a, t0).is_ok() && cap.attempt(a, t0).is_ok());
+        let wait = cap.attempt(a, t0 + Duration::from_secs(10)).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(50));
+        assert!(
+            cap.attempt(b, t0).is_ok(),
+            "another address has its own cap"
+        );
+        assert!(cap.attempt(a, t0 + LOGIN_WINDOW).is_ok(), "a new window");
+        let off = LoginLimiter::new(0);
+        assert!((0..1000).all(|_| off.attempt(a, t0).is_ok()));
+    }
 
     #[test]
     fn burst_then_rate() {

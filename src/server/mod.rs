@@ -63,6 +63,8 @@ pub struct Context {
     pub accounts: Accounts,
     /// Cancelled once, when the server starts shutting down.
     pub shutdown: CancellationToken,
+    /// The per-address cap on login attempts.
+    pub logins: limits::LoginLimiter,
     conn_ids: AtomicU64,
 }
 
@@ -126,6 +128,7 @@ impl Server {
             .map_err(|source| ServerError::Bind { addr, source })?;
         let ctx = Arc::new(Context {
             accounts: Accounts::new(store.clone(), config.session_ttl),
+            logins: limits::LoginLimiter::new(config.login_rate),
             config,
             store,
             hub,

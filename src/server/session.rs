@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use super::hub::Conn;
@@ -58,11 +59,13 @@ pub struct Session {
     state: State,
     /// Message frames allowed; `None` when the server sets no rate limit.
     bucket: Option<TokenBucket>,
+    /// The client's address, for the per-address login cap.
+    peer: IpAddr,
 }
 
 impl Session {
     /// A session that has not logged in.
-    pub fn new(ctx: Arc<Context>, conn: Arc<Conn>, local_port: u16) -> Session {
+    pub fn new(ctx: Arc<Context>, conn: Arc<Conn>, local_port: u16, peer: IpAddr) -> Session {
         let limit = ctx.config.rate_limit;
         let bucket =
             (limit > 0.0).then(|| TokenBucket::new(limit, ctx.config.rate_burst, Instant::now()));
@@ -72,6 +75,7 @@ impl Session {
             local_port,
             state: State::Anonymous { failed_logins: 0 },
             bucket,
+            peer,
         }
     }
 
@@ -270,6 +274,16 @@ impl Session {
     }
 
     async fn login(&mut self, login: Login, id: Option<&Id>, out: &mut Vec<Outbound>) {
+        // Counted before any work, so a guesser spread over many connections pays too.
+        if let Err(wait) = self.ctx.logins.attempt(self.peer, Instant::now()) {
+            let reason = format!(
+                "too many logins from this address; try again in {} s",
+                wait.as_secs().max(1)
+            );
+            out.push(fail(Code::TooManyAttempts, &reason, id));
+            out.push(Outbound::Close);
+            return;
+        }
         let verified = match &login.credential {
             Credential::Password(password) => self.ctx.accounts.verify(&login.user, password).await,
             // A wrong, expired, logged-out or someone else's token is a failed login too.
