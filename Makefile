@@ -2,7 +2,7 @@
 #
 # It needs only cargo and python3 (3.9 or newer): the Python tools are installed
 # into a fresh virtual environment, .venv, on first use.
-.PHONY: test lint rust-lint rust-test py-env py-build py-lint py-test fmt build serve clean-venv
+.PHONY: test lint rust-lint rust-test py-env py-build py-lint py-test fmt build serve clean-venv fuzz
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -54,6 +54,14 @@ build:
 
 serve:
 	cargo run --release --locked --bin moechat-server
+
+# Fuzzes the frame and request parsers for FUZZ_SECS (needs `cargo install cargo-fuzz`;
+# RUSTC_BOOTSTRAP lets the stable toolchain take the sanitizer flags). Not part of `test`.
+FUZZ_SECS ?= 600
+fuzz:
+	mkdir -p fuzz/corpus/frames
+	cp -n fuzz/seeds/frames/* fuzz/corpus/frames/
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run frames corpus/frames -- -max_total_time=$(FUZZ_SECS) -max_len=4096
 
 clean-venv:
 	rm -rf $(VENV)
