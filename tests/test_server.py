@@ -45,6 +45,18 @@ def test_add_user_errors(server: moechat.Server) -> None:
     server.add_user("dave", "pw")
 
 
+def test_rate_limit_from_python() -> None:
+    with moechat.Server(port=0, rate_limit=1.0, rate_burst=2) as srv:
+        srv.add_user("alice", "wonderland")
+        c = moechat.Client("127.0.0.1", srv.port, reconnect=False)
+        c.login("alice", "wonderland")
+        c.send("alice", "one")
+        c.send("alice", "two")
+        with pytest.raises(moechat.SendError) as info:
+            c.send("alice", "three")
+        assert info.value.code == 74
+
+
 def test_bad_settings_are_value_errors() -> None:
     with pytest.raises(ValueError):
         moechat.Server(heartbeat=0)
@@ -52,6 +64,10 @@ def test_bad_settings_are_value_errors() -> None:
         moechat.Server(heartbeat=-1.0)
     with pytest.raises(ValueError):
         moechat.Server(max_connections=0)
+    with pytest.raises(ValueError):
+        moechat.Server(session_ttl=0)
+    with pytest.raises(ValueError):
+        moechat.Server(rate_limit=-1.0)
 
 
 def test_port_in_use_is_oserror() -> None:

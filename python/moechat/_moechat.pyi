@@ -22,6 +22,10 @@ class ServerCore:
         max_frame_bytes: int,
         max_text_bytes: int,
         max_connections: int,
+        session_ttl: float = 86400.0,
+        rate_limit: float = 0.0,
+        rate_burst: int = 100,
+        login_rate: int = 120,
     ) -> ServerCore: ...
     def add_user(self, name: str, password: str) -> None: ...
     def start(self) -> None: ...

@@ -11,7 +11,8 @@ class Server:
     """A MoeChat server on its own threads; ``start`` returns once it listens.
 
     ``port=0`` picks a free port (read it from ``port`` after ``start``); ``db`` is a
-    SQLite file path or ``":memory:"``.
+    SQLite file path or ``":memory:"``. The keyword settings are the command line's flags
+    of the same names (``rate_limit=0`` and ``login_rate=0`` turn those limits off).
     """
 
     def __init__(
@@ -25,6 +26,10 @@ class Server:
         max_frame_bytes: int = 65536,
         max_text_bytes: int = 8192,
         max_connections: int = 10000,
+        session_ttl: float = 86400.0,
+        rate_limit: float = 0.0,
+        rate_burst: int = 100,
+        login_rate: int = 120,
     ) -> None:
         self._core = _moechat.ServerCore(
             host,
@@ -35,6 +40,10 @@ class Server:
             max_frame_bytes,
             max_text_bytes,
             max_connections,
+            session_ttl,
+            rate_limit,
+            rate_burst,
+            login_rate,
         )
 
     def add_user(self, name: str, password: str) -> None:

@@ -80,7 +80,11 @@ impl Drop for ServerCore {
 #[pymethods]
 impl ServerCore {
     #[new]
-    #[pyo3(signature = (host, port, db, heartbeat, registration, max_frame_bytes, max_text_bytes, max_connections))]
+    #[pyo3(signature = (
+        host, port, db, heartbeat, registration, max_frame_bytes, max_text_bytes,
+        max_connections, session_ttl = 86_400.0, rate_limit = 0.0, rate_burst = 100,
+        login_rate = 120
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         host: String,
@@ -91,8 +95,13 @@ impl ServerCore {
         max_frame_bytes: usize,
         max_text_bytes: usize,
         max_connections: usize,
+        session_ttl: f64,
+        rate_limit: f64,
+        rate_burst: u32,
+        login_rate: u32,
     ) -> PyResult<ServerCore> {
         let heartbeat = seconds(Some(heartbeat), "heartbeat")?.unwrap_or(Duration::ZERO);
+        let session_ttl = seconds(Some(session_ttl), "session_ttl")?.unwrap_or(Duration::ZERO);
         let config = ServerConfig {
             host,
             port,
@@ -102,6 +111,10 @@ impl ServerCore {
             max_frame_bytes,
             max_text_bytes,
             max_connections,
+            session_ttl,
+            rate_limit,
+            rate_burst,
+            login_rate,
             ..ServerConfig::default()
         };
         config.validate().map_err(PyValueError::new_err)?;
