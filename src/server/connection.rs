@@ -32,6 +32,8 @@ use crate::protocol::reply::encode_heartbeat;
 
 /// Replies queued to the writer before the reader waits.
 const REPLY_QUEUE: usize = 64;
+/// First size of a connection's read buffer, bytes.
+const READ_BUFFER: usize = 512;
 /// Stored messages fetched per catch-up step.
 const CATCH_UP_PAGE: u32 = 256;
 /// How long a goodbye frame may take to leave before the socket is dropped anyway.
@@ -95,7 +97,10 @@ async fn read_loop(
     peer: std::net::IpAddr,
 ) -> (Option<Arc<str>>, OwnedReadHalf, bool) {
     let mut peer_done = false;
-    let mut frames = FramedRead::new(rd, LineCodec::new(ctx.config.max_frame_bytes));
+    // A small first buffer: most connections sit idle most of the time, and the buffer
+    // doubles as soon as a frame needs more (tokio-util's default is 8 KiB each).
+    let mut frames =
+        FramedRead::with_capacity(rd, LineCodec::new(ctx.config.max_frame_bytes), READ_BUFFER);
     let mut session = Session::new(ctx.clone(), conn.clone(), local_port, peer);
     let heartbeat = ctx.config.heartbeat;
     let mut deadline = Instant::now() + heartbeat;
