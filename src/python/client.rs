@@ -37,6 +37,18 @@ pub struct ClientCore {
 }
 
 impl ClientCore {
+    /// Runs `call` on a clone of the client, waiting without the GIL for at most the
+    /// call's timeout (or the client's default).
+    fn run<T, F, Fut>(&self, py: Python<'_>, timeout: Option<f64>, call: F) -> PyResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::client::ClientError>> + Send + 'static,
+    {
+        let limit = self.limit(timeout)?;
+        wait(py, call(self.client.clone()), limit, client_error)
+    }
+
     /// The call's own timeout, or the client's default when `None` was passed.
     fn limit(&self, timeout: Option<f64>) -> PyResult<Option<Duration>> {
         match timeout {
@@ -83,13 +95,9 @@ impl ClientCore {
         password: String,
         timeout: Option<f64>,
     ) -> PyResult<String> {
-        let c = self.client.clone();
-        let info = wait(
-            py,
-            async move { c.login(&user, &password).await },
-            self.limit(timeout)?,
-            client_error,
-        )?;
+        let info = self.run(py, timeout, move |c| async move {
+            c.login(&user, &password).await
+        })?;
         Ok(info.session)
     }
 
@@ -101,24 +109,14 @@ impl ClientCore {
         password: String,
         timeout: Option<f64>,
     ) -> PyResult<()> {
-        let c = self.client.clone();
-        wait(
-            py,
-            async move { c.register(&user, &password).await },
-            self.limit(timeout)?,
-            client_error,
-        )
+        self.run(py, timeout, move |c| async move {
+            c.register(&user, &password).await
+        })
     }
 
     #[pyo3(signature = (timeout = None))]
     fn users(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Vec<String>> {
-        let c = self.client.clone();
-        wait(
-            py,
-            async move { c.users().await },
-            self.limit(timeout)?,
-            client_error,
-        )
+        self.run(py, timeout, move |c| async move { c.users().await })
     }
 
     #[pyo3(signature = (to, text, timeout = None))]
@@ -129,12 +127,10 @@ impl ClientCore {
         text: String,
         timeout: Option<f64>,
     ) -> PyResult<ReceiptTuple> {
-        let c = self.client.clone();
-        let sent = wait(
+        let sent = self.run(
             py,
-            async move { c.send(&to, &text).await },
-            self.limit(timeout)?,
-            client_error,
+            timeout,
+            move |c| async move { c.send(&to, &text).await },
         )?;
         Ok(receipt_tuple(sent))
     }
@@ -146,12 +142,10 @@ impl ClientCore {
         text: String,
         timeout: Option<f64>,
     ) -> PyResult<ReceiptTuple> {
-        let c = self.client.clone();
-        let sent = wait(
+        let sent = self.run(
             py,
-            async move { c.broadcast(&text).await },
-            self.limit(timeout)?,
-            client_error,
+            timeout,
+            move |c| async move { c.broadcast(&text).await },
         )?;
         Ok(receipt_tuple(sent))
     }
@@ -170,37 +164,21 @@ impl ClientCore {
         } else {
             Peer::User(with_)
         };
-        let c = self.client.clone();
-        let messages = wait(
-            py,
-            async move { c.history(peer, limit, before).await },
-            self.limit(timeout)?,
-            client_error,
-        )?;
+        let messages = self.run(py, timeout, move |c| async move {
+            c.history(peer, limit, before).await
+        })?;
         Ok(messages.into_iter().map(message_tuple).collect())
     }
 
     #[pyo3(signature = (timeout = None))]
     fn ping(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<f64> {
-        let c = self.client.clone();
-        let rtt = wait(
-            py,
-            async move { c.ping().await },
-            self.limit(timeout)?,
-            client_error,
-        )?;
+        let rtt = self.run(py, timeout, move |c| async move { c.ping().await })?;
         Ok(rtt.as_secs_f64())
     }
 
     #[pyo3(signature = (timeout = None))]
     fn logout(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
-        let c = self.client.clone();
-        wait(
-            py,
-            async move { c.logout().await },
-            self.limit(timeout)?,
-            client_error,
-        )
+        self.run(py, timeout, move |c| async move { c.logout().await })
     }
 
     /// The next pushed message, or `None` once `timeout` seconds pass (`None` waits forever).
