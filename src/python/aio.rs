@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3_async_runtimes::tokio::future_into_py;
 
 use super::client::{message_tuple, receipt_tuple};
-use super::{client_error, client_options, seconds};
+use super::{call_limit, client_error, client_options, seconds};
 use crate::client::{Client, ClientError, Incoming};
 use crate::protocol::request::Peer;
 use crate::protocol::validate::BROADCAST_PEER;
@@ -44,10 +44,7 @@ async fn bounded<T>(
 
 impl AsyncClientCore {
     fn limit(&self, timeout: Option<f64>) -> PyResult<Option<Duration>> {
-        match timeout {
-            Some(_) => seconds(timeout, "timeout"),
-            None => Ok(self.timeout),
-        }
+        call_limit(timeout, self.timeout)
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
-use super::{client_error, client_options, runtime, seconds, wait, SLICE};
+use super::{call_limit, client_error, client_options, runtime, seconds, wait, SLICE};
 use crate::client::{Client, Incoming, Sent};
 use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
@@ -51,10 +51,7 @@ impl ClientCore {
 
     /// The call's own timeout, or the client's default when `None` was passed.
     fn limit(&self, timeout: Option<f64>) -> PyResult<Option<Duration>> {
-        match timeout {
-            Some(_) => seconds(timeout, "timeout"),
-            None => Ok(self.timeout),
-        }
+        call_limit(timeout, self.timeout)
     }
 }
 

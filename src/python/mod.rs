@@ -86,6 +86,14 @@ fn seconds(value: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
     }
 }
 
+/// A call's timeout: its own when given, else the client's default.
+fn call_limit(timeout: Option<f64>, default: Option<Duration>) -> PyResult<Option<Duration>> {
+    match timeout {
+        Some(_) => seconds(timeout, "timeout"),
+        None => Ok(default),
+    }
+}
+
 /// An instance of a `moechat._errors` class, as a Python exception.
 fn moechat_error(py: Python<'_>, class: &str, reason: &str, code: Option<u8>) -> PyErr {
     let made = py
