@@ -8,7 +8,7 @@
 
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -118,6 +118,12 @@ struct ServeArgs {
         value_name = "SECS"
     )]
     session_ttl: f64,
+    /// TLS certificate chain, PEM, leaf first (needs --tls-key); every connection then speaks TLS
+    #[arg(long, env = "MOECHAT_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key of the certificate, PEM (needs --tls-cert)
+    #[arg(long, env = "MOECHAT_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -299,6 +305,8 @@ fn server_config(a: &ServeArgs, db: String) -> Result<ServerConfig, CliError> {
         max_frame_bytes: a.max_frame_bytes,
         max_text_bytes: a.max_text_bytes,
         max_connections: a.max_connections,
+        tls_cert: a.tls_cert.clone(),
+        tls_key: a.tls_key.clone(),
         ..ServerConfig::default()
     };
     config.validate().map_err(CliError::Usage)?;
@@ -306,10 +314,14 @@ fn server_config(a: &ServeArgs, db: String) -> Result<ServerConfig, CliError> {
 }
 
 async fn serve(config: ServerConfig) -> Result<(), CliError> {
+    let tls = config.tls_cert.clone();
     let server = Server::bind(config)
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     let handle = server.handle();
+    if let Some(cert) = tls {
+        tracing::info!("TLS on, with the certificate {}", cert.display());
+    }
     tracing::info!("listening on {}", server.local_addr());
     tokio::spawn(async move {
         wait_for_signal().await;

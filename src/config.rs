@@ -3,6 +3,7 @@
 //! The CLI, the Python `Server` and tests all build a [`ServerConfig`]; nothing
 //! else in the crate hard-codes a limit.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The seed's port.
@@ -47,6 +48,10 @@ pub struct ServerConfig {
     pub session_ttl: Duration,
     /// How long a graceful stop waits for connections to say goodbye.
     pub shutdown_grace: Duration,
+    /// TLS: the certificate chain (PEM, leaf first); with `tls_key`, every connection speaks TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key of the certificate (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +72,8 @@ impl Default for ServerConfig {
             login_rate: 120,
             session_ttl: Duration::from_secs(86_400),
             shutdown_grace: Duration::from_secs(5),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -108,6 +115,11 @@ impl ServerConfig {
         }
         if self.outbound_queue == 0 {
             return Err("the outbound queue must hold at least 1 frame".into());
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => return Err("tls-cert needs tls-key as well".into()),
+            (None, Some(_)) => return Err("tls-key needs tls-cert as well".into()),
+            _ => {}
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 //!   [`store::Store`] trait; [`store::SqliteStore`] is the embedded default.
 //! - [`client`]: the async Rust client.
 //! - [`config`]: server settings and their defaults.
+//! - [`tls`]: certificates and keys from PEM files, for the server and the client.
 //! - [`cli`]: the `moechat-server` command line, callable from other front ends.
 //! - `python` (cargo feature `python`): the PyO3 bindings behind the `moechat`
 //!   Python package; thin wrappers over the modules above.
@@ -27,6 +28,7 @@ mod python;
 mod random;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 pub use client::{Client, ClientError, ClientOptions, ConnectionEvent, Incoming, Sent};
 pub use config::ServerConfig;

@@ -122,6 +122,8 @@ fn bad_flags_are_one_line_and_exit_2() {
         &["--log-level", "loud"],
         &["--session-ttl", "0"],
         &["--rate-limit", "-2"],
+        &["--tls-cert", "cert.pem"],
+        &["--tls-key", "key.pem"],
     ] {
         let (code, _, err) = run(args, None);
         assert_one_line_error(code, &err, 2, "");
@@ -142,6 +144,8 @@ fn bad_flags_are_one_line_and_exit_2() {
         "--login-rate",
         "--rate-burst",
         "--log-level",
+        "--tls-cert",
+        "--tls-key",
         "add-user",
         "del-user",
         "list-users",
@@ -169,6 +173,47 @@ fn a_corrupt_or_unwritable_db_is_one_line() {
     assert_one_line_error(code, &err, 1, "cannot open database");
     let (code, _, err) = run(&["list-users", "--db", bad.to_str().unwrap()], None);
     assert_one_line_error(code, &err, 1, "cannot open database");
+}
+
+#[test]
+fn unreadable_tls_material_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not PEM at all\n").unwrap();
+    let junk = junk.to_str().unwrap();
+    let (code, _, err) = run(
+        &[
+            "--port",
+            "0",
+            "--db",
+            ":memory:",
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            junk,
+        ],
+        None,
+    );
+    assert_one_line_error(
+        code,
+        &err,
+        1,
+        "cannot read certificate /nonexistent/cert.pem",
+    );
+    let (code, _, err) = run(
+        &[
+            "--port",
+            "0",
+            "--db",
+            ":memory:",
+            "--tls-cert",
+            junk,
+            "--tls-key",
+            junk,
+        ],
+        None,
+    );
+    assert_one_line_error(code, &err, 1, "no certificate in it");
 }
 
 #[test]

@@ -15,19 +15,25 @@
 //! still waiting for an answer are sent again on the new connection (every send
 //! carries a nonce, so a repeat is answered, not stored twice). It never
 //! reconnects after a takeover (64) or `logout`.
+//!
+//! With [`ClientOptions::tls`] every connection (the first and each
+//! reconnection) is TLS, verified against the system's roots or a given CA, for
+//! the name dialled; a failed verification is [`ClientError::Tls`].
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use rustls_pki_types::ServerName;
 use serde::de::DeserializeOwned;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsConnector;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +60,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const RESUME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Characters in a send's nonce.
 const NONCE_CHARS: usize = 20;
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The reading half of a connection, plain or TLS.
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing half of a connection, plain or TLS.
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// What a reconnecting client reports to the application.
 #[derive(Debug, Clone)]
@@ -76,6 +89,17 @@ pub struct ClientOptions {
     pub reconnect_for: Duration,
     /// Told when the connection breaks and when it is back.
     pub on_event: Option<EventHook>,
+    /// Speak TLS, verifying the server; `None` is plain TCP.
+    pub tls: Option<TlsOptions>,
+}
+
+/// How a client verifies a TLS server. There is no way to turn verification off.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// PEM file of the CA certificates to trust instead of the system's roots.
+    pub ca: Option<PathBuf>,
+    /// The name the certificate must be valid for, when it is not the host dialled.
+    pub server_name: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -84,6 +108,7 @@ impl Default for ClientOptions {
             reconnect: true,
             reconnect_for: Duration::from_secs(30),
             on_event: None,
+            tls: None,
         }
     }
 }
@@ -110,6 +135,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("reconnect", &self.reconnect)
             .field("reconnect_for", &self.reconnect_for)
             .field("on_event", &self.on_event.is_some())
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -146,6 +172,15 @@ pub enum ClientError {
     /// The server sent something this client does not understand.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// TLS could not be set up: the CA file, or the server failed verification
+    /// (a certificate for another name, expired, or from an unknown CA).
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls {
+        /// `host:port`.
+        addr: String,
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 impl ClientError {
@@ -194,8 +229,7 @@ struct Link {
 
 struct Shared {
     options: ClientOptions,
-    host: String,
-    port: u16,
+    dialer: Dialer,
     link: Mutex<Link>,
     /// `None` once the client has ended, so no request can wait forever.
     pending: Mutex<Option<Pending>>,
@@ -353,14 +387,14 @@ impl Client {
         port: u16,
         options: ClientOptions,
     ) -> Result<(Client, Incoming), ClientError> {
-        let stream = dial(host, port).await?;
+        let dialer = Dialer::new(host, port, options.tls.as_ref()).await?;
+        let stream = dialer.dial().await?;
         let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
         // A placeholder link, replaced by the real one below before anyone can use it.
         let (placeholder, _) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             options,
-            host: host.to_string(),
-            port,
+            dialer,
             link: Mutex::new(Link {
                 out: placeholder,
                 generation: 0,
@@ -538,16 +572,77 @@ impl Client {
     }
 }
 
-async fn dial(host: &str, port: u16) -> Result<TcpStream, ClientError> {
-    let stream = TcpStream::connect((host, port))
-        .await
-        .map_err(|e| ClientError::Connect {
-            addr: format!("{host}:{port}"),
+/// Where to connect, and how: made once, used for the first connection and each reconnection.
+struct Dialer {
+    host: String,
+    port: u16,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl Dialer {
+    async fn new(host: &str, port: u16, tls: Option<&TlsOptions>) -> Result<Dialer, ClientError> {
+        let addr = format!("{host}:{port}");
+        let failed = |e: crate::tls::TlsError| ClientError::Tls {
+            addr: addr.clone(),
             reason: e.to_string(),
-            kind: e.kind(),
-        })?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+        };
+        let tls = match tls {
+            None => None,
+            Some(t) => {
+                let name = crate::tls::server_name(t.server_name.as_deref().unwrap_or(host))
+                    .map_err(failed)?;
+                // Reading the system's certificate store is file I/O: off the runtime.
+                let ca = t.ca.clone();
+                let connector =
+                    tokio::task::spawn_blocking(move || crate::tls::connector(ca.as_deref()))
+                        .await
+                        .map_err(|e| ClientError::Tls {
+                            addr: addr.clone(),
+                            reason: e.to_string(),
+                        })?
+                        .map_err(failed)?;
+                Some((connector, name))
+            }
+        };
+        Ok(Dialer {
+            host: host.to_string(),
+            port,
+            tls,
+        })
+    }
+
+    fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// A new connection, TLS handshake done when TLS is on.
+    async fn dial(&self) -> Result<(Reader, Writer), ClientError> {
+        let stream = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| ClientError::Connect {
+                addr: self.addr(),
+                reason: e.to_string(),
+                kind: e.kind(),
+            })?;
+        let _ = stream.set_nodelay(true);
+        let Some((connector, name)) = &self.tls else {
+            let (rd, wr) = stream.into_split();
+            return Ok((Box::new(rd), Box::new(wr)));
+        };
+        let tls_failed = |reason: String| ClientError::Tls {
+            addr: self.addr(),
+            reason,
+        };
+        let tls = tokio::time::timeout(
+            TLS_HANDSHAKE_TIMEOUT,
+            connector.connect(name.clone(), stream),
+        )
+        .await
+        .map_err(|_| tls_failed("the handshake timed out".into()))?
+        .map_err(|e| tls_failed(crate::tls::handshake_failure(&e)))?;
+        let (rd, wr) = tokio::io::split(tls);
+        Ok((Box::new(rd), Box::new(wr)))
+    }
 }
 
 /// A connection's reader and writer, started.
@@ -559,9 +654,8 @@ struct Attached {
 }
 
 /// Starts the reader and writer of a new connection.
-fn attach(shared: &Arc<Shared>, stream: TcpStream) -> Attached {
+fn attach(shared: &Arc<Shared>, (rd, wr): (Reader, Writer)) -> Attached {
     let generation = shared.generations.fetch_add(1, Ordering::AcqRel) + 1;
-    let (rd, wr) = stream.into_split();
     let (out_tx, out_rx) = mpsc::channel(SEND_QUEUE);
     let ended = CancellationToken::new();
     tokio::spawn(write_loop(wr, out_rx, shared.stop.clone()));
@@ -598,7 +692,7 @@ async fn reconnect(shared: Arc<Shared>, cause: ClientError) {
             shared.finish(cause);
             return;
         };
-        let Ok(stream) = dial(&shared.host, shared.port).await else {
+        let Ok(stream) = shared.dialer.dial().await else {
             continue;
         };
         let Attached {
@@ -725,11 +819,7 @@ fn receipt(env: Envelope) -> Result<Sent, ClientError> {
     })
 }
 
-async fn write_loop(
-    mut wr: OwnedWriteHalf,
-    mut out: mpsc::Receiver<Bytes>,
-    stop: CancellationToken,
-) {
+async fn write_loop(mut wr: Writer, mut out: mpsc::Receiver<Bytes>, stop: CancellationToken) {
     // BytesMut: a write cut short by `stop` leaves exactly the unsent bytes behind.
     let mut buf = BytesMut::new();
     'run: loop {
@@ -768,7 +858,7 @@ async fn write_loop(
 }
 
 async fn read_loop(
-    rd: OwnedReadHalf,
+    rd: Reader,
     out: mpsc::Sender<Bytes>,
     shared: Arc<Shared>,
     generation: u64,

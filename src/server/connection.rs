@@ -9,14 +9,16 @@
 //! The writer also owns delivery order: after login it first writes the
 //! user's stored messages from the store, then the live inbox, skipping what
 //! the catch-up already wrote, and reports the delivery cursor as it goes.
+//!
+//! With TLS configured the handshake comes first, bounded in time; the two
+//! tasks then see only a byte stream, the same code either way.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -45,6 +47,15 @@ const LINGER_TIMEOUT: Duration = Duration::from_millis(500);
 const LINGER_BYTES: u64 = 4 << 20;
 /// Frames gathered into one socket write.
 const MAX_GATHER: usize = 256;
+/// How long a TLS client may take to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// The reading half of a connection, plain or TLS.
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing half of a connection, plain or TLS.
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Serves one accepted connection until it closes.
 pub async fn serve(stream: TcpStream, ctx: Arc<Context>, _permit: OwnedSemaphorePermit) {
@@ -54,7 +65,9 @@ pub async fn serve(stream: TcpStream, ctx: Arc<Context>, _permit: OwnedSemaphore
         .map(|a| a.ip())
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+    let Some((rd, wr)) = open(stream, &ctx).await else {
+        return;
+    };
     let (out_tx, out_rx) = mpsc::channel(REPLY_QUEUE);
     let (inbox_tx, inbox_rx) = mpsc::channel(ctx.config.outbound_queue);
     let conn = Arc::new(Conn::new(ctx.next_conn_id(), inbox_tx));
@@ -76,11 +89,63 @@ pub async fn serve(stream: TcpStream, ctx: Arc<Context>, _permit: OwnedSemaphore
     }
 }
 
+/// The connection's two halves: the socket's own, or a finished TLS session's.
+/// `None` when a TLS handshake failed, timed out or was cut by shutdown.
+async fn open(stream: TcpStream, ctx: &Context) -> Option<(Reader, Writer)> {
+    let Some(acceptor) = &ctx.tls else {
+        let (rd, wr) = stream.into_split();
+        return Some((Box::new(rd), Box::new(wr)));
+    };
+    let handshake = async {
+        if !speaks_tls(&stream).await {
+            refuse_plain(stream).await;
+            return None;
+        }
+        match acceptor.accept(stream).await {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                tracing::debug!("TLS handshake failed: {e}");
+                None
+            }
+        }
+    };
+    let tls = tokio::select! {
+        _ = ctx.shutdown.cancelled() => None,
+        t = timeout(TLS_HANDSHAKE_TIMEOUT, handshake) => t.ok().flatten(),
+    }?;
+    let (rd, wr) = tokio::io::split(tls);
+    Some((Box::new(rd), Box::new(wr)))
+}
+
+/// Whether the peer's first byte starts a TLS handshake (`false` also when it sent nothing).
+async fn speaks_tls(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first).await, Ok(1) if first[0] == TLS_HANDSHAKE_RECORD)
+}
+
+/// Tells a client that sent plain frames to a TLS port what is wrong, in plain text,
+/// and closes: `e`/62, since its bytes are not a frame this port can read.
+async fn refuse_plain(mut stream: TcpStream) {
+    let frame = encode_error(
+        Code::MalformedFrame,
+        "this server speaks TLS: connect with TLS",
+        None,
+    );
+    let sent = timeout(GOODBYE_TIMEOUT, async {
+        let _ = stream.write_all(&frame).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+    if sent.is_ok() {
+        linger(Box::new(stream)).await;
+    }
+}
+
 /// Reads and discards what the peer still sends, briefly, before the socket is dropped.
 ///
 /// Closing a socket with unread input makes the kernel send a reset, which can
 /// destroy the goodbye frame (`e`/61 after an oversized line) before the peer reads it.
-async fn linger(mut rd: OwnedReadHalf) {
+async fn linger<R: AsyncRead + Unpin>(mut rd: R) {
     let mut sink = tokio::io::sink();
     let mut limited = (&mut rd).take(LINGER_BYTES);
     let _ = timeout(LINGER_TIMEOUT, tokio::io::copy(&mut limited, &mut sink)).await;
@@ -89,13 +154,13 @@ async fn linger(mut rd: OwnedReadHalf) {
 /// Reads and handles frames. Returns the user still logged in when it stops, the
 /// reading half, and whether the peer ended the stream itself.
 async fn read_loop(
-    rd: OwnedReadHalf,
+    rd: Reader,
     out: mpsc::Sender<Outbound>,
     conn: Arc<Conn>,
     ctx: Arc<Context>,
     local_port: u16,
     peer: std::net::IpAddr,
-) -> (Option<Arc<str>>, OwnedReadHalf, bool) {
+) -> (Option<Arc<str>>, Reader, bool) {
     let mut peer_done = false;
     // A small first buffer: most connections sit idle most of the time, and the buffer
     // doubles as soon as a frame needs more (tokio-util's default is 8 KiB each).
@@ -178,7 +243,7 @@ enum Step {
 
 /// Owns the sending half: replies, catch-up, live pushes and the goodbye frame.
 async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: Writer,
     mut out: mpsc::Receiver<Outbound>,
     mut inbox: mpsc::Receiver<Push>,
     conn: Arc<Conn>,
@@ -269,7 +334,7 @@ fn apply(o: Outbound, buf: &mut BytesMut, close: &mut bool, start: &mut Option<(
 ///
 /// Each `write_buf` consumes only what the socket took, so after a close what is
 /// left in `buf` starts on the first unsent byte and the goodbye can follow it.
-async fn write_or_closed(wr: &mut OwnedWriteHalf, buf: &mut BytesMut, conn: &Conn) -> bool {
+async fn write_or_closed(wr: &mut Writer, buf: &mut BytesMut, conn: &Conn) -> bool {
     while !buf.is_empty() {
         let written = tokio::select! {
             biased;
@@ -293,7 +358,7 @@ async fn write_or_closed(wr: &mut OwnedWriteHalf, buf: &mut BytesMut, conn: &Con
 
 /// Pushes the user's stored direct messages, oldest first, page by page.
 async fn catch_up(
-    wr: &mut OwnedWriteHalf,
+    wr: &mut Writer,
     buf: &mut BytesMut,
     conn: &Conn,
     ctx: &Context,
@@ -385,12 +450,16 @@ fn goodbye(code: Code) -> &'static str {
     }
 }
 
-/// Refuses a connection over the limit with `e`/68.
-pub async fn refuse_full(mut stream: TcpStream) {
+/// Refuses a connection over the limit with `e`/68 (after the handshake, with TLS,
+/// so the client can read why).
+pub async fn refuse_full(stream: TcpStream, ctx: Arc<Context>) {
     let frame: Bytes = encode_error(Code::ServerFull, goodbye(Code::ServerFull), None);
     let _ = timeout(GOODBYE_TIMEOUT, async {
-        let _ = stream.write_all(&frame).await;
-        let _ = stream.shutdown().await;
+        let Some((_rd, mut wr)) = open(stream, &ctx).await else {
+            return;
+        };
+        let _ = wr.write_all(&frame).await;
+        let _ = wr.shutdown().await;
     })
     .await;
 }

@@ -49,6 +49,9 @@ pub enum ServerError {
     /// An account operation failed.
     #[error(transparent)]
     Account(#[from] AccountError),
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// What every connection task shares.
@@ -65,6 +68,8 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// The per-address cap on login attempts.
     pub logins: limits::LoginLimiter,
+    /// Set when every connection speaks TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     conn_ids: AtomicU64,
 }
 
@@ -107,6 +112,11 @@ impl Server {
         F: FnOnce(Arc<dyn CommitSink>) -> Result<Arc<dyn Store>, StoreError> + Send + 'static,
     {
         config.validate().map_err(ServerError::Config)?;
+        // Before the store opens: a bad certificate should not leave a half-started server.
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let hub = Arc::new(LocalHub::new());
         let sink: Arc<dyn CommitSink> = hub.clone();
         let store = tokio::task::spawn_blocking(move || open(sink))
@@ -129,6 +139,7 @@ impl Server {
         let ctx = Arc::new(Context {
             accounts: Accounts::new(store.clone(), config.session_ttl),
             logins: limits::LoginLimiter::new(config.login_rate),
+            tls,
             config,
             store,
             hub,
@@ -177,7 +188,7 @@ impl Server {
                         tracker.spawn(connection::serve(stream, ctx.clone(), permit));
                     }
                     Err(_) => {
-                        tracker.spawn(connection::refuse_full(stream));
+                        tracker.spawn(connection::refuse_full(stream, ctx.clone()));
                     }
                 },
                 Err(e) => {
