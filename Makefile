@@ -23,10 +23,10 @@ rust-lint:
 rust-test:
 	cargo test --all-targets --locked
 
-$(VENV)/.tools: pyproject.toml
+$(VENV)/.tools: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --upgrade pip
-	$(VPY) -m pip install --quiet "maturin>=1.9.4,<2" "pytest>=8" "pytest-timeout>=2" "ruff>=0.6" "mypy>=1.10"
+	$(VPY) -m pip install --quiet "maturin>=1.9.4,<2" "pytest>=8" "pytest-timeout>=2" "trustme>=1.1" "ruff>=0.6" "mypy>=1.10"
 	touch $@
 
 py-env: $(VENV)/.tools

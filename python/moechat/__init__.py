@@ -20,6 +20,7 @@ from ._errors import (
     ProtocolError,
     QueryError,
     SendError,
+    TLSError,
     UserExistsError,
 )
 from ._moechat import __version__
@@ -38,6 +39,7 @@ __all__ = [
     "Receipt",
     "SendError",
     "Server",
+    "TLSError",
     "UserExistsError",
     "__version__",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 
@@ -31,13 +32,25 @@ class AsyncClient:
         reconnect: bool = True,
         on_disconnect: Callable[[MoeChatError], object] | None = None,
         on_reconnect: Callable[[], object] | None = None,
+        tls: bool = False,
+        ca: str | os.PathLike[str] | None = None,
+        server_name: str | None = None,
     ) -> AsyncClient:
         """Connect; ``ConnectionError`` if the server cannot be reached.
 
-        Delivery and reconnection work as on ``Client``; the callbacks are called from
-        a background thread, not from the event loop."""
+        Delivery, reconnection and TLS (``tls``, ``ca``, ``server_name``) work as on
+        ``Client``; the callbacks are called from a background thread, not from the
+        event loop."""
         core = await _moechat.AsyncClientCore.connect(
-            host, port, timeout, reconnect, on_disconnect, on_reconnect
+            host,
+            port,
+            timeout,
+            reconnect,
+            on_disconnect,
+            on_reconnect,
+            tls,
+            ca,
+            server_name,
         )
         return cls(core)
 

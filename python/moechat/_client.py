@@ -6,6 +6,7 @@ sends; the connection answers the server's heartbeat pings by itself.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
@@ -27,6 +28,10 @@ class Client:
     and ``on_reconnect()`` are called from a background thread when that happens.
     ``reconnect=False`` keeps one connection: any break ends the client. It never
     reconnects after a takeover (``ConnectionClosed`` with code 64) or ``logout``.
+
+    ``tls=True`` speaks TLS and verifies the server against the system's CA roots, or
+    only against the PEM file ``ca``, for the name ``host`` (or ``server_name``);
+    ``TLSError`` when it fails (another name, expired, unknown CA).
     """
 
     def __init__(
@@ -38,9 +43,20 @@ class Client:
         reconnect: bool = True,
         on_disconnect: Callable[[MoeChatError], object] | None = None,
         on_reconnect: Callable[[], object] | None = None,
+        tls: bool = False,
+        ca: str | os.PathLike[str] | None = None,
+        server_name: str | None = None,
     ) -> None:
         self._core = _moechat.ClientCore(
-            host, port, timeout, reconnect, on_disconnect, on_reconnect
+            host,
+            port,
+            timeout,
+            reconnect,
+            on_disconnect,
+            on_reconnect,
+            tls,
+            ca,
+            server_name,
         )
 
     def register(self, user: str, password: str, *, timeout: float | None = None) -> None:

@@ -37,6 +37,12 @@ class UserExistsError(MoeChatError):
     """A user of that name already exists."""
 
 
+class TLSError(MoeChatError, ConnectionError):
+    """TLS could not be set up: the server's certificate failed verification (another
+    name, expired, not from a trusted CA), the server does not speak TLS, or a
+    certificate, key or CA file cannot be used."""
+
+
 class ConnectionClosed(MoeChatError, ConnectionError):
     """The connection ended; ``code`` is the server's closing code (64, 65, 66, 67, 68, …)
     when it sent one."""

@@ -1,4 +1,5 @@
 from collections.abc import Awaitable, Callable
+from os import PathLike
 from typing import Any, TypeAlias, final
 
 __all__ = ["__version__", "cli_main", "ServerCore", "ClientCore", "AsyncClientCore"]
@@ -7,6 +8,7 @@ __version__: str
 
 _MessageTuple: TypeAlias = tuple[int, str, str | None, str, int]
 _ReceiptTuple: TypeAlias = tuple[int, bool, int | None, bool]
+_Path: TypeAlias = str | PathLike[str]
 
 def cli_main(argv: list[str]) -> int: ...
 
@@ -26,6 +28,8 @@ class ServerCore:
         rate_limit: float = 0.0,
         rate_burst: int = 100,
         login_rate: int = 120,
+        tls_cert: _Path | None = None,
+        tls_key: _Path | None = None,
     ) -> ServerCore: ...
     def add_user(self, name: str, password: str) -> None: ...
     def start(self) -> None: ...
@@ -47,6 +51,9 @@ class ClientCore:
         reconnect: bool = True,
         on_disconnect: Callable[[Any], object] | None = None,
         on_reconnect: Callable[[], object] | None = None,
+        tls: bool = False,
+        ca: _Path | None = None,
+        server_name: str | None = None,
     ) -> ClientCore: ...
     def login(self, user: str, password: str, timeout: float | None = None) -> str: ...
     def register(self, user: str, password: str, timeout: float | None = None) -> None: ...
@@ -77,6 +84,9 @@ class AsyncClientCore:
         reconnect: bool = True,
         on_disconnect: Callable[[Any], object] | None = None,
         on_reconnect: Callable[[], object] | None = None,
+        tls: bool = False,
+        ca: _Path | None = None,
+        server_name: str | None = None,
     ) -> Awaitable[AsyncClientCore]: ...
     def login(self, user: str, password: str, timeout: float | None = None) -> Awaitable[str]: ...
     def register(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import TracebackType
 
 from . import _moechat
@@ -13,6 +14,9 @@ class Server:
     ``port=0`` picks a free port (read it from ``port`` after ``start``); ``db`` is a
     SQLite file path or ``":memory:"``. The keyword settings are the command line's flags
     of the same names (``rate_limit=0`` and ``login_rate=0`` turn those limits off).
+
+    ``tls_cert`` and ``tls_key`` (PEM files, given together) make every connection TLS;
+    ``start`` raises ``TLSError`` if they cannot be used.
     """
 
     def __init__(
@@ -30,6 +34,8 @@ class Server:
         rate_limit: float = 0.0,
         rate_burst: int = 100,
         login_rate: int = 120,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
     ) -> None:
         self._core = _moechat.ServerCore(
             host,
@@ -44,6 +50,8 @@ class Server:
             rate_limit,
             rate_burst,
             login_rate,
+            tls_cert,
+            tls_key,
         )
 
     def add_user(self, name: str, password: str) -> None:

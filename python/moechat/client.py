@@ -120,10 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3541)
     parser.add_argument("--user", required=True, help="your login name")
+    parser.add_argument("--tls", action="store_true", help="connect with TLS")
+    parser.add_argument(
+        "--ca", metavar="PEM", help="trust this CA file instead of the system's (implies --tls)"
+    )
     args = parser.parse_args(argv)
     try:
         password = getpass.getpass(f"Password for {args.user}: ")
-        client = Client(args.host, args.port)
+        tls = args.tls or args.ca is not None
+        client = Client(args.host, args.port, tls=tls, ca=args.ca)
         client.login(args.user, password)
     except (KeyboardInterrupt, EOFError):
         return 130

@@ -4,6 +4,7 @@
 //! future runs on the same shared runtime as the blocking API, and cancelling
 //! the awaitable drops it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3_async_runtimes::tokio::future_into_py;
 
 use super::client::{message_tuple, receipt_tuple};
-use super::{call_limit, client_error, client_options, seconds};
+use super::{call_limit, client_error, client_options, seconds, Transport};
 use crate::client::{Client, ClientError, Incoming};
 use crate::protocol::request::Peer;
 use crate::protocol::validate::BROADCAST_PEER;
@@ -52,7 +53,11 @@ impl AsyncClientCore {
 impl AsyncClientCore {
     /// Connects; the awaitable yields an `AsyncClientCore`.
     #[staticmethod]
-    #[pyo3(signature = (host, port, timeout = None, reconnect = true, on_disconnect = None, on_reconnect = None))]
+    #[pyo3(signature = (
+        host, port, timeout = None, reconnect = true, on_disconnect = None, on_reconnect = None,
+        tls = false, ca = None, server_name = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn connect(
         py: Python<'_>,
         host: String,
@@ -61,9 +66,17 @@ impl AsyncClientCore {
         reconnect: bool,
         on_disconnect: Option<Py<PyAny>>,
         on_reconnect: Option<Py<PyAny>>,
+        tls: bool,
+        ca: Option<PathBuf>,
+        server_name: Option<String>,
     ) -> PyResult<Bound<'_, PyAny>> {
         let timeout = seconds(timeout, "timeout")?;
-        let options = client_options(reconnect, on_disconnect, on_reconnect);
+        let transport = Transport {
+            tls,
+            ca,
+            server_name,
+        };
+        let options = client_options(reconnect, on_disconnect, on_reconnect, transport)?;
         future_into_py(py, async move {
             let (client, incoming) =
                 bounded(timeout, Client::connect_with(&host, port, options)).await?;

@@ -4,12 +4,13 @@
 //! without the GIL; pushed messages are taken from the client's `Incoming`
 //! under their own lock, so one thread may `recv` while another sends.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
-use super::{call_limit, client_error, client_options, runtime, seconds, wait, SLICE};
+use super::{call_limit, client_error, client_options, runtime, seconds, wait, Transport, SLICE};
 use crate::client::{Client, Incoming, Sent};
 use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
@@ -59,7 +60,11 @@ impl ClientCore {
 impl ClientCore {
     /// Connects to `host:port`; `timeout` (seconds) is the default for every call.
     #[new]
-    #[pyo3(signature = (host, port, timeout = None, reconnect = true, on_disconnect = None, on_reconnect = None))]
+    #[pyo3(signature = (
+        host, port, timeout = None, reconnect = true, on_disconnect = None, on_reconnect = None,
+        tls = false, ca = None, server_name = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         host: String,
@@ -68,9 +73,17 @@ impl ClientCore {
         reconnect: bool,
         on_disconnect: Option<Py<PyAny>>,
         on_reconnect: Option<Py<PyAny>>,
+        tls: bool,
+        ca: Option<PathBuf>,
+        server_name: Option<String>,
     ) -> PyResult<ClientCore> {
         let timeout = seconds(timeout, "timeout")?;
-        let options = client_options(reconnect, on_disconnect, on_reconnect);
+        let transport = Transport {
+            tls,
+            ca,
+            server_name,
+        };
+        let options = client_options(reconnect, on_disconnect, on_reconnect, transport)?;
         let (client, incoming) = wait(
             py,
             async move { Client::connect_with(&host, port, options).await },

@@ -11,6 +11,7 @@ mod client;
 mod server;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{
@@ -20,7 +21,7 @@ use pyo3::prelude::*;
 
 use std::sync::Arc;
 
-use crate::client::{ClientError, ClientOptions, ConnectionEvent, EventHook};
+use crate::client::{ClientError, ClientOptions, ConnectionEvent, EventHook, TlsOptions};
 use crate::protocol::code::Code;
 use crate::server::accounts::AccountError;
 use crate::server::ServerError;
@@ -144,6 +145,7 @@ fn client_error(py: Python<'_>, e: ClientError) -> PyErr {
             moechat_error(py, "ConnectionClosed", reason, code)
         }
         ClientError::Protocol(ref reason) => moechat_error(py, "ProtocolError", reason, None),
+        ClientError::Tls { .. } => moechat_error(py, "TLSError", &e.to_string(), None),
     }
 }
 
@@ -157,7 +159,33 @@ fn server_error(py: Python<'_>, e: ServerError) -> PyErr {
         ServerError::Account(AccountError::Store(StoreError::UserExists(_))) => {
             moechat_error(py, "UserExistsError", &e.to_string(), None)
         }
+        ServerError::Tls(_) => moechat_error(py, "TLSError", &e.to_string(), None),
         other => moechat_error(py, "MoeChatError", &other.to_string(), None),
+    }
+}
+
+/// How a Python client connects: `tls`, with its `ca` file and `server_name` override.
+pub(super) struct Transport {
+    pub tls: bool,
+    pub ca: Option<PathBuf>,
+    pub server_name: Option<String>,
+}
+
+impl Transport {
+    /// The TLS options, or `ValueError` when `ca`/`server_name` are given without `tls`.
+    fn options(self) -> PyResult<Option<TlsOptions>> {
+        if !self.tls {
+            if self.ca.is_some() || self.server_name.is_some() {
+                return Err(PyValueError::new_err(
+                    "ca and server_name apply only with tls=True",
+                ));
+            }
+            return Ok(None);
+        }
+        Ok(Some(TlsOptions {
+            ca: self.ca,
+            server_name: self.server_name,
+        }))
     }
 }
 
@@ -167,7 +195,9 @@ fn client_options(
     reconnect: bool,
     on_disconnect: Option<Py<PyAny>>,
     on_reconnect: Option<Py<PyAny>>,
-) -> ClientOptions {
+    transport: Transport,
+) -> PyResult<ClientOptions> {
+    let tls = transport.options()?;
     let hooks = Arc::new((on_disconnect, on_reconnect));
     let on_event: EventHook = Arc::new(move |event: ConnectionEvent| {
         let hooks = hooks.clone();
@@ -188,11 +218,12 @@ fn client_options(
             })
         });
     });
-    ClientOptions {
+    Ok(ClientOptions {
         reconnect,
         on_event: Some(on_event),
+        tls,
         ..ClientOptions::default()
-    }
+    })
 }
 
 /// Runs the `moechat-server` command line with `argv` (program name first); returns the exit code.

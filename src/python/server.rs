@@ -1,5 +1,6 @@
 //! `ServerCore`: the Rust server behind `moechat.Server`.
 
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -83,7 +84,7 @@ impl ServerCore {
     #[pyo3(signature = (
         host, port, db, heartbeat, registration, max_frame_bytes, max_text_bytes,
         max_connections, session_ttl = 86_400.0, rate_limit = 0.0, rate_burst = 100,
-        login_rate = 120
+        login_rate = 120, tls_cert = None, tls_key = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -99,6 +100,8 @@ impl ServerCore {
         rate_limit: f64,
         rate_burst: u32,
         login_rate: u32,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
     ) -> PyResult<ServerCore> {
         let heartbeat = seconds(Some(heartbeat), "heartbeat")?.unwrap_or(Duration::ZERO);
         let session_ttl = seconds(Some(session_ttl), "session_ttl")?.unwrap_or(Duration::ZERO);
@@ -115,6 +118,8 @@ impl ServerCore {
             rate_limit,
             rate_burst,
             login_rate,
+            tls_cert,
+            tls_key,
             ..ServerConfig::default()
         };
         config.validate().map_err(PyValueError::new_err)?;
