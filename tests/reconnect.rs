@@ -5,56 +5,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use moechat::{Client, ClientOptions, Code, ConnectionEvent, Peer, ServerConfig};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::broadcast;
-
-/// A loopback proxy in front of the server whose connections the test can cut
-/// (reset, not closed) and whose backend it can switch.
-struct Proxy {
-    port: u16,
-    cut: broadcast::Sender<()>,
-    backend: Arc<Mutex<SocketAddr>>,
-}
-
-impl Proxy {
-    async fn start(backend: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (cut, _) = broadcast::channel(16);
-        let backend = Arc::new(Mutex::new(backend));
-        let (cut_tx, target) = (cut.clone(), backend.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let addr = *target.lock().unwrap();
-                let mut cut = cut_tx.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(addr).await else {
-                        let _ = client.set_zero_linger();
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.recv() => {
-                            // SO_LINGER 0: the client sees a reset, as when a network drops.
-                            let _ = client.set_zero_linger();
-                        }
-                    }
-                });
-            }
-        });
-        Proxy { port, cut, backend }
-    }
-
-    fn cut(&self) {
-        let _ = self.cut.send(());
-    }
-}
 
 fn resilient() -> ClientOptions {
     ClientOptions {

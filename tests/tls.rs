@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{TestServer, WAIT};
@@ -275,5 +276,42 @@ async fn frames_over_tls_are_byte_for_byte_the_protocol() {
     assert_eq!(frame["info"]["req"], "pong");
     assert_eq!(frame["id"], 7);
     assert!(line.ends_with('\n'));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_tls_client_reconnects_over_tls_and_resumes() {
+    let pki = Pki::new();
+    let leaf = pki.leaf("server", &["localhost"], false);
+    let server = TestServer::with_users_config(tls_config(&leaf)).await;
+    let proxy = common::Proxy::start(server.addr).await;
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let options = ClientOptions {
+        reconnect: true,
+        on_event: Some(Arc::new(move |e| {
+            seen.lock().unwrap().push(format!("{e:?}"))
+        })),
+        ..trusting(&pki.ca)
+    };
+    let (bob, mut bob_in) = Client::connect_with("localhost", proxy.port, options)
+        .await
+        .unwrap();
+    bob.login("bob", "builder").await.unwrap();
+    let (alice, _) = Client::connect_with("localhost", server.port(), trusting(&pki.ca))
+        .await
+        .unwrap();
+    alice.login("alice", "wonderland").await.unwrap();
+    proxy.cut();
+    alice.send("bob", "after the cut").await.unwrap();
+    let got = tokio::time::timeout(WAIT, bob_in.recv())
+        .await
+        .expect("delivered after the reconnect")
+        .unwrap();
+    assert_eq!(got.text, "after the cut");
+    // The resumed connection is TLS too: it still answers.
+    bob.ping().await.unwrap();
+    let events = events.lock().unwrap().clone();
+    assert!(events.iter().any(|e| e == "Reconnected"), "{events:?}");
     server.stop().await;
 }

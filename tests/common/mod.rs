@@ -3,13 +3,15 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use moechat::{Server, ServerConfig, ServerError, ServerHandle};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 /// How long a test waits for a frame before failing instead of hanging.
@@ -230,4 +232,46 @@ pub fn assert_error(frame: &Value, status: &str, code: u64) {
     assert_eq!(frame["status_code"], code, "{frame}");
     let error = frame["info"]["error"].as_str().unwrap_or_default();
     assert!(!error.is_empty(), "error sentence missing: {frame}");
+}
+
+/// A loopback proxy in front of the server whose connections the test can cut
+/// (reset, not closed) and whose backend it can switch.
+pub struct Proxy {
+    pub port: u16,
+    cut: broadcast::Sender<()>,
+    pub backend: Arc<Mutex<SocketAddr>>,
+}
+
+impl Proxy {
+    pub async fn start(backend: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, _) = broadcast::channel(16);
+        let backend = Arc::new(Mutex::new(backend));
+        let (cut_tx, target) = (cut.clone(), backend.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let addr = *target.lock().unwrap();
+                let mut cut = cut_tx.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(addr).await else {
+                        let _ = client.set_zero_linger();
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.recv() => {
+                            // SO_LINGER 0: the client sees a reset, as when a network drops.
+                            let _ = client.set_zero_linger();
+                        }
+                    }
+                });
+            }
+        });
+        Proxy { port, cut, backend }
+    }
+
+    pub fn cut(&self) {
+        let _ = self.cut.send(());
+    }
 }
