@@ -436,3 +436,73 @@ async fn direct_messages_keep_per_sender_order_under_concurrent_load() {
     assert_eq!(h.len(), 500);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    // One write holding sends, a send to nobody, queries and more sends: the answers
+    // come back in request order even though the sends are committed together.
+    let s = TestServer::with_users().await;
+    let mut alice = s.logged_in("alice").await;
+    let mut bob = s.logged_in("bob").await;
+    let mut batch = String::new();
+    let mut expected = Vec::new();
+    for i in 0..300 {
+        let frame = match i % 50 {
+            7 => {
+                expected.push("e71");
+                direct("nobody", "lost")
+            }
+            13 => {
+                expected.push("pong");
+                json!({"status":"q","status_code":0,"info":{"req":"ping"}})
+            }
+            29 => {
+                expected.push("broadcast");
+                broadcast(&format!("b{i}"))
+            }
+            _ => {
+                expected.push("direct");
+                direct("bob", &format!("d{i}"))
+            }
+        };
+        batch.push_str(&frame.to_string());
+        batch.push('\n');
+    }
+    alice.send_bytes(batch.as_bytes()).await;
+    let mut last_id = 0;
+    for want in &expected {
+        let got = alice.recv().await;
+        if got["status"] == "m" {
+            // alice's own broadcasts come back to her too; they are not answers.
+            continue;
+        }
+        match *want {
+            "e71" => assert_error(&got, "e", 71),
+            "pong" => assert_eq!(got["info"]["req"], "pong", "{got}"),
+            _ => {
+                assert_eq!(got["status_code"], 50, "{got}");
+                let id = got["info"]["msg_id"].as_u64().unwrap();
+                assert!(
+                    id > last_id,
+                    "receipts in msg_id order: {id} after {last_id}"
+                );
+                last_id = id;
+            }
+        }
+    }
+    // bob gets his direct messages in the order they were sent.
+    let mut texts = Vec::new();
+    while texts.len() < 282 {
+        let m = bob.recv().await;
+        if m["status_code"] == 80 {
+            texts.push(m["info"]["text"].as_str().unwrap().to_string());
+        }
+    }
+    let sent: Vec<String> = (0..300)
+        .filter(|i| ![7, 13, 29].contains(&(i % 50)))
+        .map(|i| format!("d{i}"))
+        .collect();
+    assert_eq!(texts, sent);
+    alice.assert_serving().await;
+    s.stop().await;
+}

@@ -11,7 +11,7 @@ use common::*;
 use moechat::protocol::request::Peer;
 use moechat::protocol::ChatMessage;
 use moechat::store::{
-    Appended, CommitSink, NewMessage, SqliteStore, Store, StoreError, StoreFuture,
+    CommitSink, Committing, NewMessage, SqliteStore, Store, StoreError, StoreFuture,
 };
 use moechat::{Server, ServerConfig};
 use serde_json::json;
@@ -35,11 +35,13 @@ impl Store for Flaky {
     fn list_users(&self) -> StoreFuture<'_, Vec<String>> {
         self.inner.list_users()
     }
-    fn append(&self, message: NewMessage) -> StoreFuture<'_, Appended> {
+    fn submit(&self, message: NewMessage) -> StoreFuture<'_, Committing> {
         if self.fail.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(StoreError::Transaction("disk on fire".into())) });
+            let failed: Committing =
+                Box::pin(async { Err(StoreError::Transaction("disk on fire".into())) });
+            return Box::pin(async { Ok(failed) });
         }
-        self.inner.append(message)
+        self.inner.submit(message)
     }
     fn undelivered(
         &self,

@@ -13,11 +13,12 @@
 //! With TLS configured the handshake comes first, bounded in time; the two
 //! tasks then see only a byte stream, the same code either way.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -47,6 +48,9 @@ const LINGER_TIMEOUT: Duration = Duration::from_millis(500);
 const LINGER_BYTES: u64 = 4 << 20;
 /// Frames gathered into one socket write.
 const MAX_GATHER: usize = 256;
+/// Replies a connection may owe at once (sends waiting for their commit included)
+/// before the writer stops taking more, and so the reader stops reading.
+const MAX_IN_FLIGHT: usize = 256;
 /// How long a TLS client may take to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first byte of every TLS connection: a handshake record.
@@ -221,7 +225,7 @@ async fn read_loop(
         session.handle_line(&line, &mut actions).await;
         let mut closing = false;
         for action in actions.drain(..) {
-            closing |= action == Outbound::Close;
+            closing |= matches!(action, Outbound::Close);
             if out.send(action).await.is_err() {
                 closing = true;
             }
@@ -237,8 +241,68 @@ async fn read_loop(
 /// What woke the writer.
 enum Step {
     Out(Option<Outbound>),
+    Ready(Bytes),
     Push(Option<Push>),
     Closed,
+}
+
+/// Replies in request order: ready ones leave at once, a pending one holds back
+/// those behind it until its commit finishes.
+#[derive(Default)]
+struct Replies {
+    queue: VecDeque<Outbound>,
+    /// What the flags of the write in progress say to do after it.
+    close_after_write: bool,
+    start: Option<(Arc<str>, bool)>,
+}
+
+impl Replies {
+    /// Moves every reply that is ready, in order, into `buf`; stops at one that is not,
+    /// or at a close or a delivery start (which act after the write).
+    fn release(&mut self, buf: &mut BytesMut) {
+        while !self.close_after_write && self.start.is_none() {
+            match self.queue.front_mut() {
+                None => return,
+                Some(Outbound::Pending(reply)) => match reply.as_mut().now_or_never() {
+                    Some(frame) => {
+                        buf.extend_from_slice(&frame);
+                        self.queue.pop_front();
+                    }
+                    None => return,
+                },
+                Some(_) => {
+                    if let Some(o) = self.queue.pop_front() {
+                        self.apply(o, buf);
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, o: Outbound, buf: &mut BytesMut) {
+        match o {
+            Outbound::Frame(f) => buf.extend_from_slice(&f),
+            Outbound::Pending(p) => self.queue.push_front(Outbound::Pending(p)),
+            Outbound::Close => self.close_after_write = true,
+            Outbound::StartDelivery { user, acks } => self.start = Some((user, acks)),
+        }
+    }
+
+    fn waiting_on_commit(&self) -> bool {
+        matches!(self.queue.front(), Some(Outbound::Pending(_)))
+    }
+
+    /// The frame of the pending reply at the front, once it is ready.
+    async fn front_ready(&mut self) -> Bytes {
+        match self.queue.front_mut() {
+            Some(Outbound::Pending(reply)) => {
+                let frame = reply.as_mut().await;
+                self.queue.pop_front();
+                frame
+            }
+            _ => std::future::pending().await,
+        }
+    }
 }
 
 /// Owns the sending half: replies, catch-up, live pushes and the goodbye frame.
@@ -252,35 +316,53 @@ async fn write_loop(
     // BytesMut so a write cut short by a close resumes at the exact byte it stopped at.
     let mut buf = BytesMut::new();
     let mut delivery = Delivery::default();
+    let mut replies = Replies::default();
+    let mut reader_done = false;
     'serve: loop {
+        if reader_done && replies.queue.is_empty() {
+            break 'serve;
+        }
+        let take_more = !reader_done && replies.queue.len() < MAX_IN_FLIGHT;
+        let committing = replies.waiting_on_commit();
         let step = tokio::select! {
             biased;
             _ = conn.closed() => Step::Closed,
-            o = out.recv() => Step::Out(o),
+            f = replies.front_ready(), if committing => Step::Ready(f),
+            o = out.recv(), if take_more => Step::Out(o),
             p = inbox.recv(), if delivery.user.is_some() => Step::Push(p),
         };
-        let mut close_after_write = false;
-        let mut start = None;
         match step {
             Step::Closed => break 'serve,
-            Step::Out(None) => break 'serve,
-            Step::Out(Some(o)) => apply(o, &mut buf, &mut close_after_write, &mut start),
+            Step::Out(None) => {
+                reader_done = true;
+                continue;
+            }
+            Step::Out(Some(o)) => replies.queue.push_back(o),
+            Step::Ready(frame) => buf.extend_from_slice(&frame),
             Step::Push(None) => break 'serve,
             Step::Push(Some(p)) => delivery.take(p, &mut buf),
         }
+        replies.release(&mut buf);
         // Gather whatever else is ready into the same write.
         for _ in 0..MAX_GATHER {
-            if close_after_write || start.is_some() {
+            if replies.close_after_write || replies.start.is_some() {
                 break;
             }
-            if let Ok(o) = out.try_recv() {
-                apply(o, &mut buf, &mut close_after_write, &mut start);
-            } else if delivery.user.is_some() {
-                match inbox.try_recv() {
-                    Ok(p) => delivery.take(p, &mut buf),
-                    Err(_) => break,
+            let mut took = false;
+            if replies.queue.len() < MAX_IN_FLIGHT {
+                if let Ok(o) = out.try_recv() {
+                    replies.queue.push_back(o);
+                    replies.release(&mut buf);
+                    took = true;
                 }
-            } else {
+            }
+            if delivery.user.is_some() {
+                if let Ok(p) = inbox.try_recv() {
+                    delivery.take(p, &mut buf);
+                    took = true;
+                }
+            }
+            if !took {
                 break;
             }
         }
@@ -288,27 +370,34 @@ async fn write_loop(
             break 'serve;
         }
         delivery.report(&ctx, &conn);
-        if close_after_write {
+        if replies.close_after_write {
             let _ = wr.shutdown().await;
             return;
         }
-        if let Some((user, acks)) = start {
+        if let Some((user, acks)) = replies.start.take() {
             delivery.acks = acks;
             if !catch_up(&mut wr, &mut buf, &conn, &ctx, &mut delivery, user).await {
                 break 'serve;
             }
+            replies.release(&mut buf);
         }
     }
-    // Say goodbye with the close reason, after any replies already queued. An aborted
-    // connection (its socket failed, or its peer never read) gets no goodbye.
+    // Say goodbye with the close reason, after the replies still owed (the sends in
+    // flight finish their commits first). An aborted connection (its socket failed, or
+    // its peer never read) gets no goodbye.
     if let Some(code) = conn.close_reason() {
-        while let Ok(o) = out.try_recv() {
-            if let Outbound::Frame(f) = o {
-                buf.extend_from_slice(&f);
-            }
-        }
-        buf.extend_from_slice(&encode_error(code, goodbye(code), None));
         let written = timeout(GOODBYE_TIMEOUT, async {
+            while let Ok(o) = out.try_recv() {
+                replies.queue.push_back(o);
+            }
+            while let Some(o) = replies.queue.pop_front() {
+                match o {
+                    Outbound::Frame(f) => buf.extend_from_slice(&f),
+                    Outbound::Pending(reply) => buf.extend_from_slice(&reply.await),
+                    Outbound::Close | Outbound::StartDelivery { .. } => {}
+                }
+            }
+            buf.extend_from_slice(&encode_error(code, goodbye(code), None));
             let ok = wr.write_all(&buf).await.is_ok();
             let _ = wr.shutdown().await;
             ok
@@ -319,14 +408,6 @@ async fn write_loop(
         if written {
             delivery.report(&ctx, &conn);
         }
-    }
-}
-
-fn apply(o: Outbound, buf: &mut BytesMut, close: &mut bool, start: &mut Option<(Arc<str>, bool)>) {
-    match o {
-        Outbound::Frame(f) => buf.extend_from_slice(&f),
-        Outbound::Close => *close = true,
-        Outbound::StartDelivery { user, acks } => *start = Some((user, acks)),
     }
 }
 

@@ -5,6 +5,8 @@
 //! `e` frames, `q` requests with `r` frames, and each failure's code comes from
 //! a [`Rejection`] or a store error, never a bare number.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -22,13 +24,18 @@ use crate::protocol::reply::{
 };
 use crate::protocol::request::{Credential, Login, Rejection, Request, RequestKind};
 use crate::server::accounts::AccountError;
-use crate::store::{NewMessage, StoreError};
+use crate::store::{Appended, NewMessage, StoreError};
 
-/// What the connection must do after a request.
-#[derive(Debug, PartialEq)]
+/// A reply that is ready once the store has made a message durable.
+pub type PendingReply = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+
+/// What the connection must do after a request, in request order.
 pub enum Outbound {
     /// Write this frame.
     Frame(Bytes),
+    /// Write this frame once it is ready; what follows waits behind it, so replies
+    /// keep request order while sends are committed in groups.
+    Pending(PendingReply),
     /// Start pushing the user's stored messages, then live ones (after `r`/10).
     StartDelivery {
         /// Whose messages.
@@ -38,6 +45,21 @@ pub enum Outbound {
     },
     /// Write what is queued, then close the connection.
     Close,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outbound::Frame(b) => f.debug_tuple("Frame").field(b).finish(),
+            Outbound::Pending(_) => f.write_str("Pending"),
+            Outbound::StartDelivery { user, acks } => f
+                .debug_struct("StartDelivery")
+                .field("user", user)
+                .field("acks", acks)
+                .finish(),
+            Outbound::Close => f.write_str("Close"),
+        }
+    }
 }
 
 enum State {
@@ -223,25 +245,21 @@ impl Session {
                 )));
                 out.push(Outbound::Close);
             }
-            Request::Direct(d) => {
-                let frame = self.send(Some(d.to), d.text, d.nonce, id).await;
-                out.push(Outbound::Frame(frame));
-            }
-            Request::Broadcast(b) => {
-                let frame = self.send(None, b.text, b.nonce, id).await;
-                out.push(Outbound::Frame(frame));
-            }
+            Request::Direct(d) => out.push(self.send(Some(d.to), d.text, d.nonce, id).await),
+            Request::Broadcast(b) => out.push(self.send(None, b.text, b.nonce, id).await),
         }
     }
 
-    /// Stores a message (the store routes it once durable) and answers with its receipt.
+    /// Submits a message to the store (which routes it once durable); the answer is its
+    /// receipt, pending until the commit. Waits only for the message's place in the
+    /// log, so the connection reads its next request while this one commits.
     async fn send(
         &self,
         to: Option<String>,
         text: String,
         nonce: Option<String>,
         id: Option<&Id>,
-    ) -> Bytes {
+    ) -> Outbound {
         let from = self.user().map(|u| u.to_string()).unwrap_or_default();
         let message = NewMessage {
             from,
@@ -250,27 +268,14 @@ impl Session {
             nonce,
             nonce_window: self.ctx.config.session_ttl,
         };
-        match self.ctx.store.append(message).await {
-            Ok(a) => {
-                // For a repeated nonce the first message decides, even if it was of the other kind.
-                let direct = a.message.to.is_some();
-                let code = if direct && !a.routed.delivered {
-                    Code::Stored
-                } else {
-                    Code::Delivered
-                };
-                let receipt = Receipt {
-                    msg_id: a.message.msg_id,
-                    recipients: (!direct).then_some(a.routed.recipients),
-                    duplicate: a.duplicate,
-                };
-                reply::encode_reply(code, &receipt, id)
-            }
-            Err(StoreError::NoSuchUser(u)) => {
-                encode_error(Code::NoSuchUser, &format!("no such user {u:?}"), id)
-            }
-            Err(e) => internal(&e, id),
-        }
+        let committing = match self.ctx.store.submit(message).await {
+            Ok(c) => c,
+            Err(e) => return Outbound::Frame(internal(&e, id)),
+        };
+        let id = id.cloned();
+        Outbound::Pending(Box::pin(async move {
+            receipt_frame(committing.await, id.as_ref())
+        }))
     }
 
     async fn login(&mut self, login: Login, id: Option<&Id>, out: &mut Vec<Outbound>) {
@@ -384,4 +389,29 @@ fn internal(err: &dyn std::fmt::Display, id: Option<&Id>) -> Bytes {
         "internal error; the request had no effect",
         id,
     )
+}
+
+/// The answer to a send once the store is done with it.
+fn receipt_frame(result: Result<Appended, StoreError>, id: Option<&Id>) -> Bytes {
+    match result {
+        Ok(a) => {
+            // For a repeated nonce the first message decides, even if it was of the other kind.
+            let direct = a.message.to.is_some();
+            let code = if direct && !a.routed.delivered {
+                Code::Stored
+            } else {
+                Code::Delivered
+            };
+            let receipt = Receipt {
+                msg_id: a.message.msg_id,
+                recipients: (!direct).then_some(a.routed.recipients),
+                duplicate: a.duplicate,
+            };
+            reply::encode_reply(code, &receipt, id)
+        }
+        Err(StoreError::NoSuchUser(u)) => {
+            encode_error(Code::NoSuchUser, &format!("no such user {u:?}"), id)
+        }
+        Err(e) => internal(&e, id),
+    }
 }

@@ -23,6 +23,9 @@ pub use sqlite::SqliteStore;
 /// A store operation in flight.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
+/// A submitted append on its way to being durable (see [`Store::submit`]).
+pub type Committing = Pin<Box<dyn Future<Output = Result<Appended, StoreError>> + Send + 'static>>;
+
 /// What can go wrong in the store layer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -116,10 +119,18 @@ pub trait Store: Send + Sync + 'static {
     fn delete_user(&self, name: String) -> StoreFuture<'_, bool>;
     /// All user names, sorted.
     fn list_users(&self) -> StoreFuture<'_, Vec<String>>;
-    /// Makes a message durable, then routes it through the sink.
-    /// A direct message to a user that does not exist is [`StoreError::NoSuchUser`];
-    /// a repeated nonce returns the first message with `duplicate` set.
-    fn append(&self, message: NewMessage) -> StoreFuture<'_, Appended>;
+    /// Takes a message into the log's order, then makes it durable and routes it
+    /// through the sink. The outer future finishes once the message's place is fixed
+    /// (queued behind every message submitted before it), the inner one once it is
+    /// durable: a connection can submit its sends in order without waiting for each
+    /// commit. A direct message to a user that does not exist fails the inner future
+    /// with [`StoreError::NoSuchUser`]; a repeated nonce returns the first message with
+    /// `duplicate` set.
+    fn submit(&self, message: NewMessage) -> StoreFuture<'_, Committing>;
+    /// [`Store::submit`] and wait until the message is durable.
+    fn append(&self, message: NewMessage) -> StoreFuture<'_, Appended> {
+        Box::pin(async move { self.submit(message).await?.await })
+    }
     /// Direct messages to `user` above `after` (default: the user's delivery cursor),
     /// oldest first, at most `limit`.
     fn undelivered(

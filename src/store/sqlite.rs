@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use tokio::sync::{mpsc, oneshot};
 
 use super::schema;
-use super::{Appended, CommitSink, NewMessage, Routed, Store, StoreError, StoreFuture};
+use super::{Appended, CommitSink, Committing, NewMessage, Routed, Store, StoreError, StoreFuture};
 use crate::config::MEMORY_DB;
 use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
@@ -180,8 +180,18 @@ impl Store for SqliteStore {
         self.call(|reply| Command::ListUsers { reply })
     }
 
-    fn append(&self, message: NewMessage) -> StoreFuture<'_, Appended> {
-        self.call(|reply| Command::Append { message, reply })
+    fn submit(&self, message: NewMessage) -> StoreFuture<'_, Committing> {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Append { message, reply };
+        Box::pin(async move {
+            self.tx
+                .send(command)
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            let committing: Committing =
+                Box::pin(async move { rx.await.map_err(|_| StoreError::Closed)? });
+            Ok(committing)
+        })
     }
 
     fn undelivered(
