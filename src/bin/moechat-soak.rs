@@ -9,15 +9,16 @@
 //! loss or a failed probe. Every loop is bounded by `--seconds`; traffic goes to
 //! 127.0.0.1 only.
 
+mod support;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use moechat::{Client, ClientOptions};
+use support::{percentile, rss_kib, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -56,65 +57,7 @@ fn main() {
 }
 
 fn fail(msg: &str) -> ! {
-    eprintln!("moechat-soak: {msg}");
-    std::process::exit(1);
-}
-
-struct ServerProcess {
-    child: Child,
-    port: u16,
-}
-
-fn start_server(bin: &str, connections: usize) -> ServerProcess {
-    let max = (connections + 200).to_string();
-    let mut child = Command::new(bin)
-        .args(["--port", "0", "--db", ":memory:", "--heartbeat", "600"])
-        .args([
-            "--max-connections",
-            &max,
-            "--login-rate",
-            "0",
-            "--log-level",
-            "info",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| fail(&format!("cannot start {bin}: {e}")));
-    let stderr = child
-        .stderr
-        .take()
-        .unwrap_or_else(|| fail("no server stderr"));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                let _ = tx.send(addr.trim().to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| fail("the server did not start"));
-    let port = addr
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| fail("cannot read the server's port"));
-    ServerProcess { child, port }
-}
-
-/// Resident memory of a process, KiB, from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    support::fail("moechat-soak", msg)
 }
 
 async fn logged_in(port: u16, user: &str) -> (Client, moechat::Incoming) {
@@ -130,22 +73,23 @@ async fn logged_in(port: u16, user: &str) -> (Client, moechat::Incoming) {
     (c, incoming)
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 async fn run(args: Args) -> i32 {
-    let bin = args.server_bin.clone().unwrap_or_else(|| {
-        let me = std::env::current_exe().unwrap_or_else(|e| fail(&e.to_string()));
-        me.with_file_name("moechat-server")
-            .to_string_lossy()
-            .into_owned()
-    });
-    let mut server = start_server(&bin, args.connections);
+    let bin = support::server_bin(args.server_bin.as_deref(), "moechat-soak");
+    let max = (args.connections + 200).to_string();
+    let server = ServerProcess::start(
+        &bin,
+        &[
+            "--db",
+            ":memory:",
+            "--heartbeat",
+            "600",
+            "--max-connections",
+            &max,
+            "--login-rate",
+            "0",
+        ],
+        "moechat-soak",
+    );
     let port = server.port;
     let pid = server.child.id();
     let honest = args.honest.max(2) & !1;
@@ -320,11 +264,7 @@ async fn run(args: Args) -> i32 {
     }
     drop(idle_conns);
     drop(slow_clients);
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
-    let _ = server.child.wait();
+    server.stop();
 
     let acked = acked.lock().unwrap_or_else(|e| e.into_inner());
     let received = received.lock().unwrap_or_else(|e| e.into_inner());

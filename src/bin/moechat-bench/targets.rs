@@ -1,0 +1,254 @@
+//! The servers under test, as child processes on loopback: `moechat-server` on a
+//! file database (durable, as in production), `redis-server` and `nats-server`
+//! with their defaults except for what a benchmark needs (no snapshots, enough
+//! clients). Each workload run gets a fresh process so memory figures start clean.
+//!
+//! MoeChat's users and their session tokens are seeded once into a template
+//! database through the library's own store and accounts (one argon2 hash shared
+//! by every bench user, so seeding 10,000 users takes seconds, not minutes); each
+//! run copies the template.
+
+use std::net::TcpStream as StdTcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use moechat::server::accounts::{hash_password, Accounts};
+use moechat::store::{NoRouting, SqliteStore, Store};
+
+use super::support::{self, ServerProcess};
+use super::wire::Kind;
+use super::TOOL;
+
+/// The password of every bench user.
+pub const PASSWORD: &str = "bench-password";
+
+/// The name of bench user `i`.
+pub fn user(i: usize) -> String {
+    format!("u{i}")
+}
+
+/// Where the binaries are.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub moechat: String,
+    pub redis: String,
+    pub nats: String,
+}
+
+/// A template database with users `u0..u{n}` and one live session token each.
+pub struct Seed {
+    pub db: PathBuf,
+    pub tokens: Arc<Vec<String>>,
+}
+
+impl Seed {
+    pub async fn create(dir: &Path, users: usize) -> Seed {
+        let db = dir.join("template.db");
+        let path = db.to_string_lossy().into_owned();
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&path, Arc::new(NoRouting))
+                .unwrap_or_else(|e| support::fail(TOOL, &e.to_string())),
+        );
+        let hash = hash_password(PASSWORD).unwrap_or_else(|e| support::fail(TOOL, &e.to_string()));
+        let accounts = Arc::new(Accounts::new(store.clone(), Duration::from_secs(86_400)));
+        // Concurrent calls share group commits: 10,000 users are a few transactions.
+        let tokens: Vec<(usize, String)> = stream::iter(0..users)
+            .map(|i| {
+                let (store, accounts, hash) = (store.clone(), accounts.clone(), hash.clone());
+                async move {
+                    store
+                        .create_user(user(i), hash)
+                        .await
+                        .unwrap_or_else(|e| support::fail(TOOL, &format!("seeding: {e}")));
+                    let token = accounts
+                        .open_session(&user(i))
+                        .await
+                        .unwrap_or_else(|e| support::fail(TOOL, &format!("seeding: {e}")));
+                    (i, token)
+                }
+            })
+            .buffer_unordered(512)
+            .collect()
+            .await;
+        store
+            .close()
+            .await
+            .unwrap_or_else(|e| support::fail(TOOL, &e.to_string()));
+        let mut ordered = vec![String::new(); users];
+        for (i, t) in tokens {
+            ordered[i] = t;
+        }
+        Seed {
+            db,
+            tokens: Arc::new(ordered),
+        }
+    }
+}
+
+/// A running server under test.
+pub struct Running {
+    pub kind: Kind,
+    pub port: u16,
+    child: Child,
+    _db: Option<Scratch>,
+}
+
+/// A directory of the bench's own under the system's temporary directory, removed on drop.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    pub fn new(label: &str) -> Scratch {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("moechat-bench-{}-{label}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| support::fail(TOOL, &format!("{}: {e}", dir.display())));
+        Scratch(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        support::rss_kib(self.pid())
+    }
+
+    pub fn stop(mut self) {
+        support::terminate(&mut self.child);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| support::fail(TOOL, &format!("no free port: {e}")))
+}
+
+fn spawn(bin: &str, args: &[String]) -> Child {
+    Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| support::fail(TOOL, &format!("cannot start {bin}: {e}")))
+}
+
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while StdTcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            support::fail(TOOL, &format!("{what} did not start listening"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `bin` can be run at all (so a missing Redis or NATS is skipped, not fatal).
+pub fn available(bin: &str) -> bool {
+    Command::new(bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Starts a fresh server of `kind`, ready for `max_clients` connections.
+pub fn start(kind: Kind, bins: &Binaries, seed: &Seed, max_clients: usize) -> Running {
+    let clients = (max_clients + 100).to_string();
+    match kind {
+        Kind::MoeChat => {
+            let dir = Scratch::new("run");
+            let db = dir.path().join("bench.db");
+            std::fs::copy(&seed.db, &db).unwrap_or_else(|e| support::fail(TOOL, &e.to_string()));
+            let db = db.to_string_lossy().into_owned();
+            let server = ServerProcess::start(
+                &bins.moechat,
+                &[
+                    "--db",
+                    &db,
+                    "--heartbeat",
+                    "600",
+                    "--max-connections",
+                    &clients,
+                    "--login-rate",
+                    "0",
+                    "--rate-limit",
+                    "0",
+                ],
+                TOOL,
+            );
+            Running {
+                kind,
+                port: server.port,
+                child: server.child,
+                _db: Some(dir),
+            }
+        }
+        Kind::Redis => {
+            let port = free_port();
+            let args: Vec<String> = [
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxclients",
+                &clients,
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let child = spawn(&bins.redis, &args);
+            wait_listening(port, "redis-server");
+            Running {
+                kind,
+                port,
+                child,
+                _db: None,
+            }
+        }
+        Kind::Nats => {
+            let port = free_port();
+            let args: Vec<String> = ["-a", "127.0.0.1", "-p", &port.to_string()]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            let child = spawn(&bins.nats, &args);
+            wait_listening(port, "nats-server");
+            Running {
+                kind,
+                port,
+                child,
+                _db: None,
+            }
+        }
+    }
+}

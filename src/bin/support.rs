@@ -1,0 +1,103 @@
+//! What the test instruments (`moechat-soak`, `moechat-bench`) share: starting a
+//! real `moechat-server` process and reading its port, process memory from
+//! /proc, and percentiles. Not part of the library: only the tools use it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A one-line failure on stderr and exit status 1: the tools' only way to fail.
+pub fn fail(tool: &str, msg: &str) -> ! {
+    eprintln!("{tool}: {msg}");
+    std::process::exit(1);
+}
+
+/// The `moechat-server` binary next to the running tool, unless one is named.
+pub fn server_bin(named: Option<&str>, tool: &str) -> String {
+    if let Some(bin) = named {
+        return bin.to_string();
+    }
+    let me = std::env::current_exe().unwrap_or_else(|e| fail(tool, &e.to_string()));
+    me.with_file_name("moechat-server")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// A started `moechat-server` and the port it reported.
+pub struct ServerProcess {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl ServerProcess {
+    /// Starts `bin` with `args` (plus `--port 0`) and waits for its `listening on` line.
+    pub fn start(bin: &str, args: &[&str], tool: &str) -> ServerProcess {
+        let mut child = Command::new(bin)
+            .args(["--port", "0", "--log-level", "info"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| fail(tool, &format!("cannot start {bin}: {e}")));
+        let stderr = child
+            .stderr
+            .take()
+            .unwrap_or_else(|| fail(tool, "no server stderr"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keeps draining stderr for the server's whole life, so it never blocks on a pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| fail(tool, "the server did not start"));
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| fail(tool, "cannot read the server's port"));
+        ServerProcess { child, port }
+    }
+
+    /// SIGTERM, then waits: a graceful stop, as an operator would do it.
+    pub fn stop(mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+/// SIGTERM to `child`, then wait for it.
+pub fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
+/// Resident memory of a process, KiB, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The `p` quantile (0..=1) of sorted values, nearest rank; 0 when empty.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}

@@ -1,0 +1,64 @@
+//! A seconds-long `moechat-bench` run against the real server binary, to keep the
+//! instrument working: every workload must finish with nothing lost, doubled or
+//! out of order. Figures are not checked here; they belong in docs/BENCHMARKS.md.
+//! Redis and NATS are compared only where they are installed, so the run is
+//! limited to MoeChat.
+
+use std::process::Command;
+
+#[test]
+fn a_tiny_benchmark_run_delivers_everything_exactly_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_moechat-bench"))
+        .args(["--targets", "moechat", "--runs", "1", "--json"])
+        .args(["--pairs", "3", "--messages", "300", "--window", "16"])
+        .args(["--receivers", "10", "--broadcasts", "30", "--rate", "300"])
+        .args([
+            "--idle",
+            "50",
+            "--login-seconds",
+            "0.5",
+            "--login-workers",
+            "2",
+        ])
+        .args(["--server-bin", env!("CARGO_BIN_EXE_moechat-server")])
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let workloads: Vec<&str> = lines
+        .iter()
+        .map(|l| l["workload"].as_str().unwrap())
+        .collect();
+    assert_eq!(workloads, ["w1", "w2", "w2_tenth", "w3", "w4"]);
+    for line in &lines[..3] {
+        let f = &line["figures"];
+        assert_eq!(f["lost"], 0, "{line}");
+        assert_eq!(f["duplicates"], 0, "{line}");
+        assert_eq!(f["out_of_order_gaps"], 0, "{line}");
+        assert_eq!(f["errors"], 0, "{line}");
+        assert_eq!(f["delivered"], f["expected"], "{line}");
+    }
+    assert!(
+        lines[3]["figures"]["bytes_per_connection"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    let logins = &lines[4]["figures"];
+    assert!(
+        logins["password"]["logins"].as_u64().unwrap() > 0,
+        "{logins}"
+    );
+    assert!(
+        logins["session"]["logins"].as_u64().unwrap() > 0,
+        "{logins}"
+    );
+}
