@@ -69,7 +69,8 @@ pub async fn serve(stream: TcpStream, ctx: Arc<Context>, _permit: OwnedSemaphore
         .map(|a| a.ip())
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let _ = stream.set_nodelay(true);
-    let Some((rd, wr)) = open(stream, &ctx).await else {
+    // Boxed: the handshake's state would otherwise stay in every idle connection's task.
+    let Some((rd, wr)) = Box::pin(open(stream, &ctx)).await else {
         return;
     };
     let (out_tx, out_rx) = mpsc::channel(REPLY_QUEUE);
@@ -81,9 +82,19 @@ pub async fn serve(stream: TcpStream, ctx: Arc<Context>, _permit: OwnedSemaphore
     if let Some(user) = user {
         ctx.hub.unregister(&user, conn.id);
     }
+    // Boxed like the handshake: only a closing connection needs this state.
+    Box::pin(finish(writer, conn, rd, peer_done)).await;
+}
+
+/// After the reader stops: lets the writer drain, then lingers if the peer may still send.
+async fn finish(
+    mut writer: tokio::task::JoinHandle<()>,
+    conn: Arc<Conn>,
+    rd: Reader,
+    peer_done: bool,
+) {
     // The writer still sends the replies queued before the reader stopped (a client may
     // half-close after its last request), but a peer that never reads cannot hold it.
-    let mut writer = writer;
     if timeout(DRAIN_TIMEOUT, &mut writer).await.is_err() {
         conn.abort();
         let _ = writer.await;
@@ -222,7 +233,9 @@ async fn read_loop(
         };
         pinged = false;
         deadline = Instant::now() + heartbeat;
-        session.handle_line(&line, &mut actions).await;
+        // Boxed: a request's state (a login's, say) lives only while it is handled,
+        // not in the idle connection's task.
+        Box::pin(session.handle_line(&line, &mut actions)).await;
         let mut closing = false;
         for action in actions.drain(..) {
             closing |= matches!(action, Outbound::Close);
@@ -242,7 +255,7 @@ async fn read_loop(
 enum Step {
     Out(Option<Outbound>),
     Ready(Bytes),
-    Push(Option<Push>),
+    Push(Option<Arc<Push>>),
     Closed,
 }
 
@@ -309,7 +322,7 @@ impl Replies {
 async fn write_loop(
     mut wr: Writer,
     mut out: mpsc::Receiver<Outbound>,
-    mut inbox: mpsc::Receiver<Push>,
+    mut inbox: mpsc::Receiver<Arc<Push>>,
     conn: Arc<Conn>,
     ctx: Arc<Context>,
 ) {
@@ -376,15 +389,36 @@ async fn write_loop(
         }
         if let Some((user, acks)) = replies.start.take() {
             delivery.acks = acks;
-            if !catch_up(&mut wr, &mut buf, &conn, &ctx, &mut delivery, user).await {
+            let caught_up = Box::pin(catch_up(
+                &mut wr,
+                &mut buf,
+                &conn,
+                &ctx,
+                &mut delivery,
+                user,
+            ))
+            .await;
+            if !caught_up {
                 break 'serve;
             }
             replies.release(&mut buf);
         }
     }
-    // Say goodbye with the close reason, after the replies still owed (the sends in
-    // flight finish their commits first). An aborted connection (its socket failed, or
-    // its peer never read) gets no goodbye.
+    Box::pin(goodbye_frame(wr, buf, out, replies, delivery, conn, ctx)).await;
+}
+
+/// Says goodbye with the close reason, after the replies still owed (the sends in
+/// flight finish their commits first). An aborted connection (its socket failed, or
+/// its peer never read) gets no goodbye.
+async fn goodbye_frame(
+    mut wr: Writer,
+    mut buf: BytesMut,
+    mut out: mpsc::Receiver<Outbound>,
+    mut replies: Replies,
+    mut delivery: Delivery,
+    conn: Arc<Conn>,
+    ctx: Arc<Context>,
+) {
     if let Some(code) = conn.close_reason() {
         let written = timeout(GOODBYE_TIMEOUT, async {
             while let Ok(o) = out.try_recv() {
@@ -492,7 +526,7 @@ struct Delivery {
 }
 
 impl Delivery {
-    fn take(&mut self, p: Push, buf: &mut BytesMut) {
+    fn take(&mut self, p: Arc<Push>, buf: &mut BytesMut) {
         if p.direct {
             // The catch-up may already have written it (committed before, routed after login).
             if p.msg_id <= self.last_direct {

@@ -39,7 +39,7 @@ pub struct Push {
 pub struct Conn {
     /// Unique for the life of the server; tells a connection from its successor.
     pub id: u64,
-    inbox: mpsc::Sender<Push>,
+    inbox: mpsc::Sender<Arc<Push>>,
     closed: CancellationToken,
     /// The code to say goodbye with; 0 until the first close wins.
     reason: AtomicU8,
@@ -50,7 +50,7 @@ pub struct Conn {
 
 impl Conn {
     /// A connection handle whose pushes go into `inbox`.
-    pub fn new(id: u64, inbox: mpsc::Sender<Push>) -> Conn {
+    pub fn new(id: u64, inbox: mpsc::Sender<Arc<Push>>) -> Conn {
         Conn {
             id,
             inbox,
@@ -112,7 +112,7 @@ pub trait Hub: CommitSink {
 /// The in-process hub.
 #[derive(Debug, Default)]
 pub struct LocalHub {
-    online: Mutex<HashMap<String, Arc<Conn>>>,
+    online: Mutex<HashMap<Arc<str>, Arc<Conn>>>,
 }
 
 impl LocalHub {
@@ -121,13 +121,13 @@ impl LocalHub {
         LocalHub::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<Conn>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Conn>>> {
         // The map stays consistent at every step, so a panic elsewhere cannot leave it torn.
         self.online.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues `push` to `conn`; a full inbox closes it as a slow consumer.
-    fn offer(&self, user: &str, conn: &Conn, push: Push) -> bool {
+    fn offer(&self, user: &str, conn: &Conn, push: Arc<Push>) -> bool {
         match conn.inbox.try_send(push) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
@@ -145,7 +145,7 @@ impl LocalHub {
 
 impl Hub for LocalHub {
     fn register(&self, user: &str, conn: Arc<Conn>) {
-        let previous = self.lock().insert(user.to_string(), conn);
+        let previous = self.lock().insert(Arc::from(user), conn);
         if let Some(old) = previous {
             old.close(Code::TakenOver);
         }
@@ -159,7 +159,7 @@ impl Hub for LocalHub {
     }
 
     fn online_users(&self) -> Vec<String> {
-        let mut users: Vec<String> = self.lock().keys().cloned().collect();
+        let mut users: Vec<String> = self.lock().keys().map(|u| u.to_string()).collect();
         users.sort_unstable();
         users
     }
@@ -167,14 +167,15 @@ impl Hub for LocalHub {
 
 impl CommitSink for LocalHub {
     fn committed(&self, message: &ChatMessage) -> Routed {
-        let push = Push {
+        // One allocation shared by every recipient: an inbox slot is a pointer, not a frame.
+        let push = Arc::new(Push {
             msg_id: message.msg_id,
             direct: message.to.is_some(),
             frame: message.encode_push(),
-        };
+        });
         match &message.to {
             Some(to) => {
-                let Some(conn) = self.lock().get(to).cloned() else {
+                let Some(conn) = self.lock().get(to.as_str()).cloned() else {
                     return Routed::default();
                 };
                 Routed {
@@ -184,10 +185,10 @@ impl CommitSink for LocalHub {
             }
             None => {
                 // Snapshot the recipients so the map is not locked while queueing.
-                let targets: Vec<(String, Arc<Conn>)> = self
+                let targets: Vec<(Arc<str>, Arc<Conn>)> = self
                     .lock()
                     .iter()
-                    .filter(|(user, _)| **user != message.from)
+                    .filter(|(user, _)| ***user != *message.from)
                     .map(|(user, conn)| (user.clone(), conn.clone()))
                     .collect();
                 let recipients = targets
@@ -207,7 +208,7 @@ impl CommitSink for LocalHub {
 mod tests {
     use super::*;
 
-    fn conn(id: u64, cap: usize) -> (Arc<Conn>, mpsc::Receiver<Push>) {
+    fn conn(id: u64, cap: usize) -> (Arc<Conn>, mpsc::Receiver<Arc<Push>>) {
         let (tx, rx) = mpsc::channel(cap);
         (Arc::new(Conn::new(id, tx)), rx)
     }
@@ -259,8 +260,10 @@ mod tests {
         hub.register("c", c);
         assert_eq!(hub.committed(&msg(9, "a", None)).recipients, 2);
         assert!(ra.try_recv().is_err());
-        let fb = rb.try_recv().unwrap().frame;
-        let fc = rc.try_recv().unwrap().frame;
-        assert_eq!(fb.as_ptr(), fc.as_ptr());
+        // One push, shared: the same allocation in both inboxes.
+        let pb = rb.try_recv().unwrap();
+        let pc = rc.try_recv().unwrap();
+        assert!(Arc::ptr_eq(&pb, &pc));
+        assert_eq!(pb.frame.as_ptr(), pc.frame.as_ptr());
     }
 }
