@@ -173,3 +173,50 @@ def test_server_stopped_under_load_loses_nothing_acknowledged(tmp_path: Path) ->
             got.add(m.msg_id)
     finally:
         srv2.stop()
+
+
+EXIT_WHILE_CONNECTED = """
+import socket, subprocess, sys, time, moechat
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+server = subprocess.Popen(
+    [sys.executable, "-m", "moechat.server", "--port", str(port), "--db", ":memory:"],
+    stderr=subprocess.DEVNULL,
+)
+for _ in range(200):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        break
+    except OSError:
+        time.sleep(0.05)
+clients = []
+for i in range(8):
+    # Half with a disconnect callback, half without: neither may reach a dying interpreter.
+    hook = (lambda e: None) if i % 2 else None
+    c = moechat.Client("127.0.0.1", port, on_disconnect=hook)
+    c.register(f"u{i}", "pw")
+    c.login(f"u{i}", "pw")
+    clients.append(c)
+print("ready", flush=True)
+sys.stdin.readline()
+server.kill()  # every connection breaks while this interpreter exits
+sys.exit(0)
+"""
+
+
+def test_exiting_with_connected_clients_prints_no_panic() -> None:
+    """Connections breaking while the interpreter shuts down must not reach Python
+    (a regression: the disconnect hook attached to a finalized interpreter and panicked)."""
+    for _ in range(3):
+        p = subprocess.Popen(
+            [sys.executable, "-c", EXIT_WHILE_CONNECTED],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_line(p, "ready")
+        _, err = p.communicate("\n", timeout=30)
+        assert p.returncode == 0, err
+        assert "panicked" not in err, err

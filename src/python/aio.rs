@@ -12,9 +12,10 @@ use pyo3::exceptions::PyTimeoutError;
 use pyo3::prelude::*;
 use pyo3_async_runtimes::tokio::future_into_py;
 
-use super::client::{message_tuple, receipt_tuple};
+use super::client::{message_tuple, receipt_tuple, MessageTuple};
+use super::inbox::Inbox;
 use super::{call_limit, client_error, client_options, seconds, Transport};
-use crate::client::{Client, ClientError, Incoming};
+use crate::client::{Client, ClientError};
 use crate::protocol::request::Peer;
 use crate::protocol::validate::BROADCAST_PEER;
 
@@ -24,7 +25,7 @@ pub struct AsyncClientCore {
     client: Client,
     /// One receiver at a time: the lock is the receiver's place in line, held only
     /// while it waits for the next push, and guards nothing else.
-    incoming: Arc<tokio::sync::Mutex<Incoming>>,
+    incoming: Arc<tokio::sync::Mutex<Inbox>>,
     timeout: Option<Duration>,
 }
 
@@ -40,7 +41,15 @@ async fn bounded<T>(
         },
         None => fut.await,
     };
-    result.map_err(|e| Python::attach(|py| client_error(py, e)))
+    result.map_err(python_error)
+}
+
+/// The Python exception for `e`, made on a runtime thread; a plain `ConnectionError`
+/// if the interpreter is shutting down and the moechat classes cannot be reached.
+fn python_error(e: ClientError) -> PyErr {
+    let text = e.to_string();
+    Python::try_attach(|py| client_error(py, e))
+        .unwrap_or_else(|| pyo3::exceptions::PyConnectionError::new_err(text))
 }
 
 impl AsyncClientCore {
@@ -82,7 +91,7 @@ impl AsyncClientCore {
                 bounded(timeout, Client::connect_with(&host, port, options)).await?;
             Ok(AsyncClientCore {
                 client,
-                incoming: Arc::new(tokio::sync::Mutex::new(incoming)),
+                incoming: Arc::new(tokio::sync::Mutex::new(Inbox::new(incoming))),
                 timeout,
             })
         })
@@ -190,19 +199,26 @@ impl AsyncClientCore {
         let limit = seconds(timeout, "timeout")?;
         let incoming = self.incoming.clone();
         future_into_py(py, async move {
-            let mut incoming = incoming.lock().await;
-            let got = match limit {
-                Some(l) => match tokio::time::timeout(l, incoming.recv()).await {
+            let mut inbox = incoming.lock().await;
+            let filled = match limit {
+                Some(l) => match tokio::time::timeout(l, inbox.fill()).await {
                     Ok(r) => r,
                     Err(_) => return Ok(None),
                 },
-                None => incoming.recv().await,
+                None => inbox.fill().await,
             };
-            match got {
-                Ok(m) => Ok(Some(message_tuple(m))),
-                Err(e) => Err(Python::attach(|py| client_error(py, e))),
+            match filled {
+                Ok(()) => Ok(inbox.pop().map(message_tuple)),
+                Err(e) => Err(python_error(e)),
             }
         })
+    }
+
+    /// A message already fetched, without awaiting (`None` if there is none, or if
+    /// another `recv` is waiting): `AsyncClient.recv` tries this before it awaits.
+    fn try_recv(&self) -> Option<MessageTuple> {
+        let mut inbox = self.incoming.try_lock().ok()?;
+        inbox.pop().map(message_tuple)
     }
 
     fn close(&self) {

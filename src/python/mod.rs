@@ -8,6 +8,7 @@
 
 mod aio;
 mod client;
+mod inbox;
 mod server;
 
 use std::future::Future;
@@ -200,9 +201,18 @@ fn client_options(
     let tls = transport.options()?;
     let hooks = Arc::new((on_disconnect, on_reconnect));
     let on_event: EventHook = Arc::new(move |event: ConnectionEvent| {
+        let wanted = match event {
+            ConnectionEvent::Disconnected(_) => hooks.0.is_some(),
+            ConnectionEvent::Reconnected => hooks.1.is_some(),
+        };
+        if !wanted {
+            return;
+        }
         let hooks = hooks.clone();
         tokio::task::spawn_blocking(move || {
-            Python::attach(|py| {
+            // A connection may break while the interpreter shuts down (a script that
+            // exits without closing its client): then there is no one left to tell.
+            let _ = Python::try_attach(|py| {
                 let called = match (&event, &hooks.0, &hooks.1) {
                     (ConnectionEvent::Disconnected(e), Some(cb), _) => {
                         let err = client_error(py, e.clone());
@@ -215,7 +225,7 @@ fn client_options(
                     // A failing callback must not stop the client: report it like Python does.
                     e.write_unraisable(py, None);
                 }
-            })
+            });
         });
     });
     Ok(ClientOptions {
