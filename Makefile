@@ -2,7 +2,7 @@
 #
 # It needs only cargo and python3 (3.9 or newer): the Python tools are installed
 # into a fresh virtual environment, .venv, on first use.
-.PHONY: test lint rust-lint rust-test py-env py-build py-lint py-test fmt build serve clean-venv fuzz
+.PHONY: test lint rust-lint rust-test py-env py-build py-lint py-test fmt build serve clean-venv fuzz bench bench-python
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -36,9 +36,9 @@ py-build: py-env
 	VIRTUAL_ENV=$(abspath $(VENV)) CARGO_TARGET_DIR=$(PY_TARGET) $(VENV)/bin/maturin develop --quiet --locked
 
 py-lint: py-env
-	$(VENV)/bin/ruff check python tests
-	$(VENV)/bin/ruff format --check python tests
-	$(VENV)/bin/mypy python/moechat tests/*.py
+	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff format --check python tests bench
+	$(VENV)/bin/mypy python/moechat tests/*.py bench/*.py
 
 # stubtest checks the hand-written .pyi against the built extension.
 py-test: py-build
@@ -47,7 +47,7 @@ py-test: py-build
 
 fmt:
 	cargo fmt
-	$(VENV)/bin/ruff format python tests
+	$(VENV)/bin/ruff format python tests bench
 
 build:
 	cargo build --release --locked
@@ -62,6 +62,25 @@ fuzz:
 	mkdir -p fuzz/corpus/frames
 	cp -n fuzz/seeds/frames/* fuzz/corpus/frames/
 	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run frames corpus/frames -- -max_total_time=$(FUZZ_SECS) -max_len=4096
+
+# The benchmarks of docs/BENCHMARKS.md (not part of `test`): W1-W4 against MoeChat,
+# redis-server and nats-server (apt-get install redis-server nats-server), then W5 with a
+# release build of the Python package in its own virtual environment.
+BENCH_VENV ?= .venv-bench
+BENCH_ARGS ?=
+bench:
+	cargo build --release --locked --bins
+	./target/release/moechat-bench $(BENCH_ARGS)
+
+$(BENCH_VENV)/.built: pyproject.toml Cargo.toml Cargo.lock $(shell find src python -name '*.rs' -o -name '*.py' -o -name '*.pyi')
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet . "redis>=5"
+	touch $@
+
+bench-python: $(BENCH_VENV)/.built
+	cargo build --release --locked --bin moechat-server
+	$(BENCH_VENV)/bin/python bench/w5_python.py --server-bin target/release/moechat-server $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

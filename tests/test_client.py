@@ -171,3 +171,18 @@ def test_a_reply_of_the_wrong_shape_is_protocol_error() -> None:
         assert info.value.code is None
         c.close()
         t.join(timeout=5)
+
+
+def test_received_messages_equal_constructed_ones(server: moechat.Server) -> None:
+    """Messages built by the receive fast path behave as dataclass instances."""
+    alice = logged_in(server, "alice")
+    bob = logged_in(server, "bob")
+    r = alice.send("bob", "same")
+    m = bob.recv(timeout=5)
+    assert m is not None
+    made = moechat.Message(r.msg_id, "direct", "alice", "bob", "same", m.ts)
+    assert m == made
+    assert hash(m) == hash(made)
+    assert repr(m) == repr(made)
+    with pytest.raises(AttributeError):
+        m.text = "changed"  # type: ignore[misc]

@@ -83,7 +83,10 @@ class AsyncClient:
 
     async def recv(self, timeout: float | None = None) -> Message | None:
         """The next pushed message, or ``None`` when ``timeout`` seconds pass first."""
-        raw = await self._core.recv(timeout)
+        # Messages arrive in batches; those already here need no trip to the runtime.
+        raw = self._core.try_recv()
+        if raw is None:
+            raw = await self._core.recv(timeout)
         return None if raw is None else Message._from_core(raw)
 
     def __aiter__(self) -> AsyncIterator[Message]:

@@ -365,12 +365,46 @@ impl Incoming {
         self.shared.ack_taken();
         match self.rx.recv().await {
             Some(m) => {
-                if self.shared.options.reconnect && m.to.is_some() {
-                    self.shared.taken.fetch_max(m.msg_id, Ordering::AcqRel);
-                }
+                self.took(&m);
                 Ok(m)
             }
             None => Err(self.shared.closed_error()),
+        }
+    }
+
+    /// Waits for the next message, then appends it and the others already here (up to
+    /// `limit` in all) to `out`, counting none as taken: a front end that hands them
+    /// out one by one calls [`Incoming::ack_taken`] and [`Incoming::took`] as it does,
+    /// so acknowledgement follows what the application really received. Cancel-safe.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) async fn recv_batch(
+        &mut self,
+        limit: usize,
+        out: &mut std::collections::VecDeque<ChatMessage>,
+    ) -> Result<(), ClientError> {
+        match self.rx.recv().await {
+            Some(m) => out.push_back(m),
+            None => return Err(self.shared.closed_error()),
+        }
+        while out.len() < limit {
+            match self.rx.try_recv() {
+                Ok(m) => out.push_back(m),
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// The application came back for another message: what it took before is handled.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) fn ack_taken(&self) {
+        self.shared.ack_taken();
+    }
+
+    /// `m` is in the application's hands (acknowledged once it comes back).
+    pub(crate) fn took(&self, m: &ChatMessage) {
+        if self.shared.options.reconnect && m.to.is_some() {
+            self.shared.taken.fetch_max(m.msg_id, Ordering::AcqRel);
         }
     }
 }
@@ -857,6 +891,29 @@ async fn write_loop(mut wr: Writer, mut out: mpsc::Receiver<Bytes>, stop: Cancel
     .await;
 }
 
+/// Hands a pushed message to the application, unless it is a repeat; `false` if the
+/// client is stopping meanwhile.
+async fn deliver(
+    shared: &Shared,
+    incoming: Option<&mpsc::Sender<ChatMessage>>,
+    m: ChatMessage,
+) -> bool {
+    // Direct messages arrive in msg_id order on a connection; after a resume the
+    // server starts again from the last ack, so older ones are repeats.
+    if m.to.is_some() && shared.last_direct.fetch_max(m.msg_id, Ordering::AcqRel) >= m.msg_id {
+        return true;
+    }
+    if let Some(incoming) = incoming {
+        // A full queue means the application is slow: stop reading, let the server judge.
+        tokio::select! {
+            biased;
+            _ = shared.stop.cancelled() => return false,
+            _ = incoming.send(m) => {}
+        }
+    }
+    true
+}
+
 async fn read_loop(
     rd: Reader,
     out: mpsc::Sender<Bytes>,
@@ -887,6 +944,12 @@ async fn read_loop(
             }
             None => break,
         };
+        if let Some(m) = ChatMessage::parse_push(&line) {
+            if !deliver(&shared, incoming.as_ref(), m).await {
+                break;
+            }
+            continue;
+        }
         let env = match Envelope::parse(&line) {
             Ok(env) => env,
             Err(e) => {
@@ -918,16 +981,8 @@ async fn read_loop(
                         continue;
                     }
                 };
-                // Direct messages arrive in msg_id order on a connection; after a resume
-                // the server starts again from the last ack, so older ones are repeats.
-                if m.to.is_some()
-                    && shared.last_direct.fetch_max(m.msg_id, Ordering::AcqRel) >= m.msg_id
-                {
-                    continue;
-                }
-                if let Some(incoming) = &incoming {
-                    // A full queue means the application is slow: stop reading, let the server judge.
-                    let _ = incoming.send(m).await;
+                if !deliver(&shared, incoming.as_ref(), m).await {
+                    break;
                 }
             }
             (Status::Error, _) | (Status::Response, _) => {

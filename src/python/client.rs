@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
+use super::inbox::Inbox;
 use super::{call_limit, client_error, client_options, runtime, seconds, wait, Transport, SLICE};
-use crate::client::{Client, Incoming, Sent};
+use crate::client::{Client, Sent};
 use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
 use crate::protocol::validate::BROADCAST_PEER;
@@ -29,11 +30,18 @@ pub(super) fn receipt_tuple(s: Sent) -> ReceiptTuple {
     (s.msg_id, s.stored, s.recipients, s.duplicate)
 }
 
+/// What one GIL-free wait for a message ended with.
+enum Slice {
+    Got(ChatMessage),
+    Failed(crate::client::ClientError),
+    Nothing,
+}
+
 /// A connection to a MoeChat server.
 #[pyclass(frozen, module = "moechat._moechat")]
 pub struct ClientCore {
     client: Client,
-    incoming: Arc<Mutex<Incoming>>,
+    incoming: Arc<Mutex<Inbox>>,
     timeout: Option<Duration>,
 }
 
@@ -92,7 +100,7 @@ impl ClientCore {
         )?;
         Ok(ClientCore {
             client,
-            incoming: Arc::new(Mutex::new(incoming)),
+            incoming: Arc::new(Mutex::new(Inbox::new(incoming))),
             timeout,
         })
     }
@@ -196,23 +204,37 @@ impl ClientCore {
     #[pyo3(signature = (timeout = None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<MessageTuple>> {
         let deadline = seconds(timeout, "timeout")?.map(|t| Instant::now() + t);
+        // A message already fetched is handed out without releasing the GIL; a lock held
+        // by a receiver on another thread sends this one down the slow path below.
+        if let Ok(mut inbox) = self.incoming.try_lock() {
+            if let Some(m) = inbox.pop() {
+                return Ok(Some(message_tuple(m)));
+            }
+        }
         let rt = runtime();
         loop {
             let slice = match deadline {
                 Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
                 None => SLICE,
             };
-            // Incoming::recv is cancel-safe: a slice that times out loses nothing. The
-            // lock is the receiver's place in line (one `recv` at a time), taken without
-            // the GIL and held only for one slice; senders never touch it.
+            // Inbox::fill is cancel-safe: a slice that times out loses nothing. The lock
+            // is the receiver's place in line (one `recv` at a time), taken without the
+            // GIL and held only for one slice; senders never touch it.
             let got = py.detach(|| {
-                let mut incoming = self.incoming.lock().unwrap_or_else(PoisonError::into_inner);
-                rt.block_on(async { tokio::time::timeout(slice, incoming.recv()).await })
+                let mut inbox = self.incoming.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(m) = inbox.pop() {
+                    return Slice::Got(m);
+                }
+                match rt.block_on(async { tokio::time::timeout(slice, inbox.fill()).await }) {
+                    Ok(Ok(())) => inbox.pop().map_or(Slice::Nothing, Slice::Got),
+                    Ok(Err(e)) => Slice::Failed(e),
+                    Err(_) => Slice::Nothing,
+                }
             });
             match got {
-                Ok(Ok(m)) => return Ok(Some(message_tuple(m))),
-                Ok(Err(e)) => return Err(client_error(py, e)),
-                Err(_) => {}
+                Slice::Got(m) => return Ok(Some(message_tuple(m))),
+                Slice::Failed(e) => return Err(client_error(py, e)),
+                Slice::Nothing => {}
             }
             py.check_signals()?;
             if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -480,14 +480,17 @@ async fn catch_up(
     delivery: &mut Delivery,
     user: Arc<str>,
 ) -> bool {
-    let mut after = None;
+    let fetch = |after| {
+        ctx.store
+            .undelivered(user.to_string(), after, CATCH_UP_PAGE)
+    };
+    let mut page = tokio::select! {
+        biased;
+        _ = conn.closed() => return false,
+        page = fetch(None) => page,
+    };
     loop {
-        let page = tokio::select! {
-            biased;
-            _ = conn.closed() => return false,
-            page = ctx.store.undelivered(user.to_string(), after, CATCH_UP_PAGE) => page,
-        };
-        let page = match page {
+        let messages = match page {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!("catch-up for {user} failed: {e}");
@@ -495,19 +498,30 @@ async fn catch_up(
                 return false;
             }
         };
-        let full = page.len() == CATCH_UP_PAGE as usize;
-        for m in &page {
+        for m in &messages {
             buf.extend_from_slice(&m.encode_push());
             delivery.last_direct = delivery.last_direct.max(m.msg_id);
         }
-        after = Some(delivery.last_direct);
         delivery.user = Some(user.clone());
-        if !write_or_closed(wr, buf, conn).await {
+        let more = messages.len() == CATCH_UP_PAGE as usize;
+        drop(messages);
+        // The next page is read while this one is written: the store and the socket
+        // work at the same time.
+        let after = Some(delivery.last_direct);
+        let (written, next) = tokio::join!(write_or_closed(wr, buf, conn), async {
+            if more {
+                Some(fetch(after).await)
+            } else {
+                None
+            }
+        });
+        if !written {
             return false;
         }
         delivery.report(ctx, conn);
-        if !full {
-            return true;
+        match next {
+            Some(p) => page = p,
+            None => return true,
         }
     }
 }
