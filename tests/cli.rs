@@ -181,38 +181,27 @@ fn unreadable_tls_material_is_one_line() {
     let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, "not PEM at all\n").unwrap();
     let junk = junk.to_str().unwrap();
-    let (code, _, err) = run(
-        &[
+    let serve = |cert: &str, key: &str| {
+        let args = [
             "--port",
             "0",
             "--db",
             ":memory:",
             "--tls-cert",
-            "/nonexistent/cert.pem",
+            cert,
             "--tls-key",
-            junk,
-        ],
-        None,
-    );
+            key,
+        ];
+        run(&args, None)
+    };
+    let (code, _, err) = serve("/nonexistent/cert.pem", junk);
     assert_one_line_error(
         code,
         &err,
         1,
         "cannot read certificate /nonexistent/cert.pem",
     );
-    let (code, _, err) = run(
-        &[
-            "--port",
-            "0",
-            "--db",
-            ":memory:",
-            "--tls-cert",
-            junk,
-            "--tls-key",
-            junk,
-        ],
-        None,
-    );
+    let (code, _, err) = serve(junk, junk);
     assert_one_line_error(code, &err, 1, "no certificate in it");
 }
 

@@ -143,7 +143,20 @@ fn free_port() -> u16 {
         .unwrap_or_else(|e| support::fail(TOOL, &format!("no free port: {e}")))
 }
 
-fn spawn(bin: &str, args: &[String]) -> Child {
+/// Starts a server that is not ours on `port` (also in `args`) and waits until it listens.
+fn external(kind: Kind, bin: &str, args: &[&str], port: &str) -> Running {
+    let child = spawn(bin, args);
+    let port = port.parse().unwrap_or(0);
+    wait_listening(port, bin);
+    Running {
+        kind,
+        port,
+        child,
+        _db: None,
+    }
+}
+
+fn spawn(bin: &str, args: &[&str]) -> Child {
     Command::new(bin)
         .args(args)
         .stdin(Stdio::null())
@@ -206,10 +219,10 @@ pub fn start(kind: Kind, bins: &Binaries, seed: &Seed, max_clients: usize) -> Ru
             }
         }
         Kind::Redis => {
-            let port = free_port();
-            let args: Vec<String> = [
+            let port = free_port().to_string();
+            let args = [
                 "--port",
-                &port.to_string(),
+                &port,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -222,33 +235,12 @@ pub fn start(kind: Kind, bins: &Binaries, seed: &Seed, max_clients: usize) -> Ru
                 "no",
                 "--loglevel",
                 "warning",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            let child = spawn(&bins.redis, &args);
-            wait_listening(port, "redis-server");
-            Running {
-                kind,
-                port,
-                child,
-                _db: None,
-            }
+            ];
+            external(kind, &bins.redis, &args, &port)
         }
         Kind::Nats => {
-            let port = free_port();
-            let args: Vec<String> = ["-a", "127.0.0.1", "-p", &port.to_string()]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            let child = spawn(&bins.nats, &args);
-            wait_listening(port, "nats-server");
-            Running {
-                kind,
-                port,
-                child,
-                _db: None,
-            }
+            let port = free_port().to_string();
+            external(kind, &bins.nats, &["-a", "127.0.0.1", "-p", &port], &port)
         }
     }
 }
