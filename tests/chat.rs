@@ -506,3 +506,24 @@ async fn pipelined_requests_are_answered_in_order() {
     alice.assert_serving().await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn requests_pipelined_behind_a_login_are_answered_at_once() {
+    // Regression: answers queued behind the login's delivery start waited for the
+    // next event (up to a heartbeat) instead of leaving after the catch-up.
+    let s = TestServer::with_users().await;
+    let mut alice = s.raw().await;
+    let login = query(json!({"req": "login", "user": "alice", "password": "wonderland"}));
+    let ping = json!({"status":"q","status_code":0,"info":{"req":"ping"},"id":"p"});
+    alice
+        .send_bytes(format!("{login}\n{ping}\n").as_bytes())
+        .await;
+    let first = alice.recv().await;
+    assert_eq!(first["status_code"], 10, "{first}");
+    let second = alice
+        .recv_within(Duration::from_secs(2))
+        .await
+        .expect("the ping is answered right after the login");
+    assert_eq!(second["id"], "p", "{second}");
+    s.stop().await;
+}

@@ -332,28 +332,33 @@ async fn write_loop(
     let mut replies = Replies::default();
     let mut reader_done = false;
     'serve: loop {
-        if reader_done && replies.queue.is_empty() {
+        if reader_done && replies.queue.is_empty() && buf.is_empty() {
             break 'serve;
         }
-        let take_more = !reader_done && replies.queue.len() < MAX_IN_FLIGHT;
-        let committing = replies.waiting_on_commit();
-        let step = tokio::select! {
-            biased;
-            _ = conn.closed() => Step::Closed,
-            f = replies.front_ready(), if committing => Step::Ready(f),
-            o = out.recv(), if take_more => Step::Out(o),
-            p = inbox.recv(), if delivery.user.is_some() => Step::Push(p),
-        };
-        match step {
-            Step::Closed => break 'serve,
-            Step::Out(None) => {
-                reader_done = true;
-                continue;
+        // Something left over from the last round (replies released after a catch-up)
+        // is written before waiting for anything new.
+        let owed = !buf.is_empty() || replies.close_after_write || replies.start.is_some();
+        if !owed {
+            let take_more = !reader_done && replies.queue.len() < MAX_IN_FLIGHT;
+            let committing = replies.waiting_on_commit();
+            let step = tokio::select! {
+                biased;
+                _ = conn.closed() => Step::Closed,
+                f = replies.front_ready(), if committing => Step::Ready(f),
+                o = out.recv(), if take_more => Step::Out(o),
+                p = inbox.recv(), if delivery.user.is_some() => Step::Push(p),
+            };
+            match step {
+                Step::Closed => break 'serve,
+                Step::Out(None) => {
+                    reader_done = true;
+                    continue;
+                }
+                Step::Out(Some(o)) => replies.queue.push_back(o),
+                Step::Ready(frame) => buf.extend_from_slice(&frame),
+                Step::Push(None) => break 'serve,
+                Step::Push(Some(p)) => delivery.take(p, &mut buf),
             }
-            Step::Out(Some(o)) => replies.queue.push_back(o),
-            Step::Ready(frame) => buf.extend_from_slice(&frame),
-            Step::Push(None) => break 'serve,
-            Step::Push(Some(p)) => delivery.take(p, &mut buf),
         }
         replies.release(&mut buf);
         // Gather whatever else is ready into the same write.
