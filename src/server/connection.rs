@@ -26,6 +26,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::FramedRead;
 
 use super::hub::{Conn, Push};
+use super::replies::{self, ReplyReceiver, ReplySender};
 use super::session::{Outbound, Session};
 use super::Context;
 use crate::protocol::code::Code;
@@ -73,7 +74,7 @@ pub async fn serve(stream: TcpStream, ctx: Arc<Context>, _permit: OwnedSemaphore
     let Some((rd, wr)) = Box::pin(open(stream, &ctx)).await else {
         return;
     };
-    let (out_tx, out_rx) = mpsc::channel(REPLY_QUEUE);
+    let (out_tx, out_rx) = replies::queue(REPLY_QUEUE);
     let (inbox_tx, inbox_rx) = mpsc::channel(ctx.config.outbound_queue);
     let conn = Arc::new(Conn::new(ctx.next_conn_id(), inbox_tx));
     let writer = tokio::spawn(write_loop(wr, out_rx, inbox_rx, conn.clone(), ctx.clone()));
@@ -170,7 +171,7 @@ async fn linger<R: AsyncRead + Unpin>(mut rd: R) {
 /// reading half, and whether the peer ended the stream itself.
 async fn read_loop(
     rd: Reader,
-    out: mpsc::Sender<Outbound>,
+    out: ReplySender,
     conn: Arc<Conn>,
     ctx: Arc<Context>,
     local_port: u16,
@@ -185,7 +186,7 @@ async fn read_loop(
     let heartbeat = ctx.config.heartbeat;
     let mut deadline = Instant::now() + heartbeat;
     let mut pinged = false;
-    let mut actions = Vec::with_capacity(4);
+    let mut actions = Vec::new();
     loop {
         let next = tokio::select! {
             biased;
@@ -236,8 +237,10 @@ async fn read_loop(
         // Boxed: a request's state (a login's, say) lives only while it is handled,
         // not in the idle connection's task.
         Box::pin(session.handle_line(&line, &mut actions)).await;
+        // Taken, not drained: an idle connection keeps no action buffer.
+        let actions = std::mem::take(&mut actions);
         let mut closing = false;
-        for action in actions.drain(..) {
+        for action in actions {
             closing |= matches!(action, Outbound::Close);
             if out.send(action).await.is_err() {
                 closing = true;
@@ -273,6 +276,14 @@ impl Replies {
     /// Moves every reply that is ready, in order, into `buf`; stops at one that is not,
     /// or at a close or a delivery start (which act after the write).
     fn release(&mut self, buf: &mut BytesMut) {
+        self.release_ready(buf);
+        if self.queue.is_empty() {
+            // An idle connection keeps no queue buffer.
+            self.queue = VecDeque::new();
+        }
+    }
+
+    fn release_ready(&mut self, buf: &mut BytesMut) {
         while !self.close_after_write && self.start.is_none() {
             match self.queue.front_mut() {
                 None => return,
@@ -321,7 +332,7 @@ impl Replies {
 /// Owns the sending half: replies, catch-up, live pushes and the goodbye frame.
 async fn write_loop(
     mut wr: Writer,
-    mut out: mpsc::Receiver<Outbound>,
+    out: ReplyReceiver,
     mut inbox: mpsc::Receiver<Arc<Push>>,
     conn: Arc<Conn>,
     ctx: Arc<Context>,
@@ -368,7 +379,7 @@ async fn write_loop(
             }
             let mut took = false;
             if replies.queue.len() < MAX_IN_FLIGHT {
-                if let Ok(o) = out.try_recv() {
+                if let Some(o) = out.try_recv() {
                     replies.queue.push_back(o);
                     replies.release(&mut buf);
                     took = true;
@@ -418,7 +429,7 @@ async fn write_loop(
 async fn goodbye_frame(
     mut wr: Writer,
     mut buf: BytesMut,
-    mut out: mpsc::Receiver<Outbound>,
+    out: ReplyReceiver,
     mut replies: Replies,
     mut delivery: Delivery,
     conn: Arc<Conn>,
@@ -426,7 +437,7 @@ async fn goodbye_frame(
 ) {
     if let Some(code) = conn.close_reason() {
         let written = timeout(GOODBYE_TIMEOUT, async {
-            while let Ok(o) = out.try_recv() {
+            while let Some(o) = out.try_recv() {
                 replies.queue.push_back(o);
             }
             while let Some(o) = replies.queue.pop_front() {
