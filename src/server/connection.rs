@@ -21,12 +21,12 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::FramedRead;
 
 use super::hub::{Conn, Push};
-use super::replies::{self, ReplyReceiver, ReplySender};
+use super::queue::{self, Receiver, Sender};
 use super::session::{Outbound, Session};
 use super::Context;
 use crate::protocol::code::Code;
@@ -37,7 +37,7 @@ use crate::protocol::reply::encode_heartbeat;
 /// Replies queued to the writer before the reader waits.
 const REPLY_QUEUE: usize = 64;
 /// First size of a connection's read buffer, bytes.
-const READ_BUFFER: usize = 512;
+const READ_BUFFER: usize = 256;
 /// Stored messages fetched per catch-up step.
 const CATCH_UP_PAGE: u32 = 256;
 /// How long a goodbye frame may take to leave before the socket is dropped anyway.
@@ -74,8 +74,8 @@ pub async fn serve(stream: TcpStream, ctx: Arc<Context>, _permit: OwnedSemaphore
     let Some((rd, wr)) = Box::pin(open(stream, &ctx)).await else {
         return;
     };
-    let (out_tx, out_rx) = replies::queue(REPLY_QUEUE);
-    let (inbox_tx, inbox_rx) = mpsc::channel(ctx.config.outbound_queue);
+    let (out_tx, out_rx) = queue::queue(REPLY_QUEUE);
+    let (inbox_tx, inbox_rx) = queue::queue(ctx.config.outbound_queue);
     let conn = Arc::new(Conn::new(ctx.next_conn_id(), inbox_tx));
     let writer = tokio::spawn(write_loop(wr, out_rx, inbox_rx, conn.clone(), ctx.clone()));
     let (user, rd, peer_done) =
@@ -171,7 +171,7 @@ async fn linger<R: AsyncRead + Unpin>(mut rd: R) {
 /// reading half, and whether the peer ended the stream itself.
 async fn read_loop(
     rd: Reader,
-    out: ReplySender,
+    out: Sender<Outbound>,
     conn: Arc<Conn>,
     ctx: Arc<Context>,
     local_port: u16,
@@ -332,8 +332,8 @@ impl Replies {
 /// Owns the sending half: replies, catch-up, live pushes and the goodbye frame.
 async fn write_loop(
     mut wr: Writer,
-    out: ReplyReceiver,
-    mut inbox: mpsc::Receiver<Arc<Push>>,
+    out: Receiver<Outbound>,
+    inbox: Receiver<Arc<Push>>,
     conn: Arc<Conn>,
     ctx: Arc<Context>,
 ) {
@@ -386,7 +386,7 @@ async fn write_loop(
                 }
             }
             if delivery.user.is_some() {
-                if let Ok(p) = inbox.try_recv() {
+                if let Some(p) = inbox.try_recv() {
                     delivery.take(p, &mut buf);
                     took = true;
                 }
@@ -429,7 +429,7 @@ async fn write_loop(
 async fn goodbye_frame(
     mut wr: Writer,
     mut buf: BytesMut,
-    out: ReplyReceiver,
+    out: Receiver<Outbound>,
     mut replies: Replies,
     mut delivery: Delivery,
     conn: Arc<Conn>,

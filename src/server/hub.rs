@@ -15,10 +15,9 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
+use super::queue::{SendError, Sender};
 use crate::protocol::code::Code;
 use crate::protocol::reply::ChatMessage;
 use crate::store::{CommitSink, Routed};
@@ -39,7 +38,7 @@ pub struct Push {
 pub struct Conn {
     /// Unique for the life of the server; tells a connection from its successor.
     pub id: u64,
-    inbox: mpsc::Sender<Arc<Push>>,
+    inbox: Sender<Arc<Push>>,
     closed: CancellationToken,
     /// The code to say goodbye with; 0 until the first close wins.
     reason: AtomicU8,
@@ -50,7 +49,7 @@ pub struct Conn {
 
 impl Conn {
     /// A connection handle whose pushes go into `inbox`.
-    pub fn new(id: u64, inbox: mpsc::Sender<Arc<Push>>) -> Conn {
+    pub fn new(id: u64, inbox: Sender<Arc<Push>>) -> Conn {
         Conn {
             id,
             inbox,
@@ -130,12 +129,12 @@ impl LocalHub {
     fn offer(&self, user: &str, conn: &Conn, push: Arc<Push>) -> bool {
         match conn.inbox.try_send(push) {
             Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+            Err(SendError::Full) => {
                 conn.close(Code::SlowConsumer);
                 self.unregister(user, conn.id);
                 false
             }
-            Err(TrySendError::Closed(_)) => {
+            Err(SendError::Gone) => {
                 self.unregister(user, conn.id);
                 false
             }
@@ -206,10 +205,11 @@ impl CommitSink for LocalHub {
 
 #[cfg(test)]
 mod tests {
+    use super::super::queue::{queue, Receiver};
     use super::*;
 
-    fn conn(id: u64, cap: usize) -> (Arc<Conn>, mpsc::Receiver<Arc<Push>>) {
-        let (tx, rx) = mpsc::channel(cap);
+    fn conn(id: u64, cap: usize) -> (Arc<Conn>, Receiver<Arc<Push>>) {
+        let (tx, rx) = queue(cap);
         (Arc::new(Conn::new(id, tx)), rx)
     }
 
@@ -239,7 +239,7 @@ mod tests {
     #[test]
     fn direct_routing_and_slow_consumers() {
         let hub = LocalHub::new();
-        let (b, mut rb) = conn(1, 1);
+        let (b, rb) = conn(1, 1);
         assert!(!hub.committed(&msg(1, "a", Some("b"))).delivered);
         hub.register("b", b.clone());
         assert!(hub.committed(&msg(2, "a", Some("b"))).delivered);
@@ -252,14 +252,14 @@ mod tests {
     #[test]
     fn broadcast_shares_one_encoding_and_skips_the_sender() {
         let hub = LocalHub::new();
-        let (a, mut ra) = conn(1, 4);
-        let (b, mut rb) = conn(2, 4);
-        let (c, mut rc) = conn(3, 4);
+        let (a, ra) = conn(1, 4);
+        let (b, rb) = conn(2, 4);
+        let (c, rc) = conn(3, 4);
         hub.register("a", a);
         hub.register("b", b);
         hub.register("c", c);
         assert_eq!(hub.committed(&msg(9, "a", None)).recipients, 2);
-        assert!(ra.try_recv().is_err());
+        assert!(ra.try_recv().is_none());
         // One push, shared: the same allocation in both inboxes.
         let pb = rb.try_recv().unwrap();
         let pc = rc.try_recv().unwrap();

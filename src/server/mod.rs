@@ -12,7 +12,7 @@ pub mod accounts;
 pub mod connection;
 pub mod hub;
 pub mod limits;
-pub mod replies;
+pub mod queue;
 pub mod session;
 
 use std::net::SocketAddr;

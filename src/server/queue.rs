@@ -1,30 +1,28 @@
-//! The bounded queue from a connection's reader to its writer: answers in request
-//! order, at most `capacity` waiting.
+//! The bounded queues into a connection's writer: answers from its reader (in
+//! request order) and pushes from the hub (its inbox), at most `capacity` waiting.
 //!
-//! A tokio `mpsc` channel allocates its first block of 32 slots up front, 1.3 KB
-//! for every connection whether or not it ever sends a request; this queue holds
-//! nothing until there is something to hold, and gives its memory back once it has
-//! drained. Each side wakes the other through a `Notify`, whose stored permit means
-//! a wake-up that comes before the wait is not lost, and each side re-checks the
-//! queue after waking.
+//! A tokio `mpsc` channel allocates its first block of 32 slots up front: 1.3 KB
+//! for the answers and 0.3 KB for the inbox of every connection, whether or not it
+//! ever sends a request or gets a push. These queues hold nothing until there is
+//! something to hold, and give their memory back once drained. Each side wakes the
+//! other through a `Notify`, whose stored permit means a wake-up that comes before
+//! the wait is not lost, and each side re-checks the queue after waking.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
-use super::session::Outbound;
-
-struct State {
-    items: VecDeque<Outbound>,
+struct State<T> {
+    items: VecDeque<T>,
     /// The reader is gone: once drained, `recv` returns `None`.
     sender_gone: bool,
     /// The writer is gone: `send` fails.
     receiver_gone: bool,
 }
 
-struct Shared {
-    state: Mutex<State>,
+struct Shared<T> {
+    state: Mutex<State<T>>,
     capacity: usize,
     /// Something was queued, or the sender left.
     readable: Notify,
@@ -32,25 +30,30 @@ struct Shared {
     writable: Notify,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
         // Every critical section leaves the queue whole, so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// The reader's end.
-pub struct ReplySender(Arc<Shared>);
+/// The sending end (the reader's, or the hub's through a connection handle).
+pub struct Sender<T>(Arc<Shared<T>>);
 
 /// The writer's end.
-pub struct ReplyReceiver(Arc<Shared>);
+pub struct Receiver<T>(Arc<Shared<T>>);
 
-/// The writer has gone; the answer was not queued.
-#[derive(Debug)]
-pub struct Gone;
+/// Why an item was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The receiver has gone.
+    Gone,
+    /// `try_send` found the queue full.
+    Full,
+}
 
-/// A queue holding at most `capacity` answers.
-pub fn queue(capacity: usize) -> (ReplySender, ReplyReceiver) {
+/// A queue holding at most `capacity` items.
+pub fn queue<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
@@ -61,44 +64,60 @@ pub fn queue(capacity: usize) -> (ReplySender, ReplyReceiver) {
         readable: Notify::new(),
         writable: Notify::new(),
     });
-    (ReplySender(shared.clone()), ReplyReceiver(shared))
+    (Sender(shared.clone()), Receiver(shared))
 }
 
-impl ReplySender {
-    /// Queues `o`, waiting while the queue is full.
-    pub async fn send(&self, o: Outbound) -> Result<(), Gone> {
-        let mut o = Some(o);
+impl<T> Sender<T> {
+    /// Queues `item`, waiting while the queue is full.
+    pub async fn send(&self, item: T) -> Result<(), SendError> {
+        let mut item = Some(item);
         loop {
-            {
-                let mut state = self.0.lock();
-                if state.receiver_gone {
-                    return Err(Gone);
-                }
-                if state.items.len() < self.0.capacity {
-                    if let Some(o) = o.take() {
-                        state.items.push_back(o);
-                    }
-                    drop(state);
-                    self.0.readable.notify_one();
-                    return Ok(());
-                }
+            match self.push(&mut item) {
+                Err(SendError::Full) => self.0.writable.notified().await,
+                done => return done,
             }
-            self.0.writable.notified().await;
         }
+    }
+
+    /// Queues `item` if there is room, without waiting.
+    pub fn try_send(&self, item: T) -> Result<(), SendError> {
+        self.push(&mut Some(item))
+    }
+
+    fn push(&self, item: &mut Option<T>) -> Result<(), SendError> {
+        let mut state = self.0.lock();
+        if state.receiver_gone {
+            return Err(SendError::Gone);
+        }
+        if state.items.len() >= self.0.capacity {
+            return Err(SendError::Full);
+        }
+        if let Some(item) = item.take() {
+            state.items.push_back(item);
+        }
+        drop(state);
+        self.0.readable.notify_one();
+        Ok(())
     }
 }
 
-impl Drop for ReplySender {
+impl<T> std::fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("queue::Sender")
+    }
+}
+
+impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         self.0.lock().sender_gone = true;
         self.0.readable.notify_one();
     }
 }
 
-impl ReplyReceiver {
-    /// The next answer, waiting for one; `None` once the sender is gone and all are taken.
-    /// Cancel-safe: an answer is taken only by a call that returns it.
-    pub async fn recv(&self) -> Option<Outbound> {
+impl<T> Receiver<T> {
+    /// The next item, waiting for one; `None` once the sender is gone and all are taken.
+    /// Cancel-safe: an item is taken only by a call that returns it.
+    pub async fn recv(&self) -> Option<T> {
         loop {
             {
                 let mut state = self.0.lock();
@@ -113,13 +132,13 @@ impl ReplyReceiver {
         }
     }
 
-    /// The next answer if one is queued.
-    pub fn try_recv(&self) -> Option<Outbound> {
+    /// The next item if one is queued.
+    pub fn try_recv(&self) -> Option<T> {
         let mut state = self.0.lock();
         self.take(&mut state)
     }
 
-    fn take(&self, state: &mut State) -> Option<Outbound> {
+    fn take(&self, state: &mut State<T>) -> Option<T> {
         let o = state.items.pop_front()?;
         if state.items.is_empty() {
             // An idle connection keeps no buffer.
@@ -130,7 +149,7 @@ impl ReplyReceiver {
     }
 }
 
-impl Drop for ReplyReceiver {
+impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.0.lock().receiver_gone = true;
         self.0.writable.notify_one();
@@ -140,23 +159,30 @@ impl Drop for ReplyReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use std::time::Duration;
 
-    fn frame(n: u8) -> Outbound {
-        Outbound::Frame(Bytes::from(vec![n]))
+    fn frame(n: u8) -> u8 {
+        n
     }
 
-    fn byte(o: Option<Outbound>) -> u8 {
-        match o {
-            Some(Outbound::Frame(b)) => b[0],
-            other => panic!("expected a frame, got {other:?}"),
-        }
+    fn byte(o: Option<u8>) -> u8 {
+        o.expect("an item")
+    }
+
+    #[test]
+    fn try_send_reports_full_and_gone() {
+        let (tx, rx) = queue(1);
+        assert_eq!(tx.try_send(1), Ok(()));
+        assert_eq!(tx.try_send(2), Err(SendError::Full));
+        assert_eq!(rx.try_recv(), Some(1));
+        assert_eq!(tx.try_send(3), Ok(()));
+        drop(rx);
+        assert_eq!(tx.try_send(4), Err(SendError::Gone));
     }
 
     #[tokio::test]
     async fn keeps_order_and_bounds_the_sender() {
-        let (tx, rx) = queue(2);
+        let (tx, rx) = queue::<u8>(2);
         tx.send(frame(1)).await.unwrap();
         tx.send(frame(2)).await.unwrap();
         // Full: the third waits until the receiver takes one.
