@@ -15,9 +15,9 @@ use tokio::sync::Notify;
 
 struct State<T> {
     items: VecDeque<T>,
-    /// The reader is gone: once drained, `recv` returns `None`.
+    /// The sender is gone: once drained, `recv` returns `None`.
     sender_gone: bool,
-    /// The writer is gone: `send` fails.
+    /// The receiver (the writer) is gone: sends fail.
     receiver_gone: bool,
 }
 
