@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::code::Code;
-use super::envelope::{encode_code, Id};
+use super::code::{Code, Status};
+use super::envelope::{encode_code, Id, MESSAGE_CODES};
 
 /// A stored chat message: the `info` of its `m`/80 or `m`/90 push, and an entry of `history`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +44,8 @@ impl ChatMessage {
     /// The message of a push frame (`m`, 80–99, no `id`), parsed straight into its
     /// fields; `None` for any other frame, which then goes through [`Envelope`]'s
     /// general parse. Receivers spend most of their time here, and skipping the
-    /// intermediate JSON tree halves the cost.
+    /// intermediate JSON tree halves the cost. `info` is only scanned until the frame
+    /// is known to be a push, so a reply costs little here before its real parse.
     ///
     /// [`Envelope`]: super::envelope::Envelope
     pub fn parse_push(line: &[u8]) -> Option<ChatMessage> {
@@ -53,13 +54,19 @@ impl ChatMessage {
             #[serde(borrow)]
             status: std::borrow::Cow<'a, str>,
             status_code: u8,
-            info: ChatMessage,
+            #[serde(borrow)]
+            info: &'a serde_json::value::RawValue,
             #[serde(default)]
             id: Option<serde::de::IgnoredAny>,
         }
         let push: Push<'_> = serde_json::from_slice(line).ok()?;
-        let is_push = push.status == "m" && (80..=99).contains(&push.status_code);
-        (is_push && push.id.is_none()).then_some(push.info)
+        let is_push = Status::from_wire(&push.status) == Some(Status::Message)
+            && MESSAGE_CODES.contains(&push.status_code)
+            && push.id.is_none();
+        if !is_push {
+            return None;
+        }
+        serde_json::from_str(push.info.get()).ok()
     }
 }
 

@@ -166,19 +166,23 @@ impl Hub for LocalHub {
 
 impl CommitSink for LocalHub {
     fn committed(&self, message: &ChatMessage) -> Routed {
-        // One allocation shared by every recipient: an inbox slot is a pointer, not a frame.
-        let push = Arc::new(Push {
-            msg_id: message.msg_id,
-            direct: message.to.is_some(),
-            frame: message.encode_push(),
-        });
+        // Encoded only once someone is there to get it (this runs on the store's thread,
+        // for every message), and then once, shared by every recipient: an inbox slot
+        // is a pointer, not a frame.
+        let push = || {
+            Arc::new(Push {
+                msg_id: message.msg_id,
+                direct: message.to.is_some(),
+                frame: message.encode_push(),
+            })
+        };
         match &message.to {
             Some(to) => {
                 let Some(conn) = self.lock().get(to.as_str()).cloned() else {
                     return Routed::default();
                 };
                 Routed {
-                    delivered: self.offer(to, &conn, push),
+                    delivered: self.offer(to, &conn, push()),
                     recipients: 0,
                 }
             }
@@ -190,6 +194,10 @@ impl CommitSink for LocalHub {
                     .filter(|(user, _)| ***user != *message.from)
                     .map(|(user, conn)| (user.clone(), conn.clone()))
                     .collect();
+                if targets.is_empty() {
+                    return Routed::default();
+                }
+                let push = push();
                 let recipients = targets
                     .iter()
                     .filter(|(user, conn)| self.offer(user, conn, push.clone()))
