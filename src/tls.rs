@@ -8,7 +8,7 @@
 //! over TCP: this module only makes the byte stream.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::CryptoProvider;
 use rustls::RootCertStore;
@@ -17,7 +17,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// What can go wrong while loading TLS material.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TlsError {
     /// A PEM file could not be read or parsed.
     #[error("cannot read {what} {path}: {reason}")]
@@ -92,29 +92,39 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 /// The client side: verifies servers against the certificates in `ca`, or against
 /// the system's roots when `ca` is `None`. Reads files: call it off the runtime.
 pub fn connector(ca: Option<&Path>) -> Result<TlsConnector, TlsError> {
-    let mut roots = RootCertStore::empty();
     match ca {
         Some(path) => {
+            let mut roots = RootCertStore::empty();
             let (added, _) = roots.add_parsable_certificates(certificates("CA certificate", path)?);
             if added == 0 {
                 return Err(TlsError::NoRoots(path.display().to_string()));
             }
+            Ok(TlsConnector::from(client_config(roots)?))
         }
         None => {
-            // Unreadable entries in the system store are skipped, as every TLS client does.
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
-            if roots.is_empty() {
-                return Err(TlsError::NoRoots("the system certificate store".into()));
-            }
+            // The system store is hundreds of files: read it once per process, not per client.
+            static SYSTEM: OnceLock<Result<Arc<rustls::ClientConfig>, TlsError>> = OnceLock::new();
+            let config = SYSTEM.get_or_init(|| {
+                let mut roots = RootCertStore::empty();
+                // Unreadable entries in the system store are skipped, as every TLS client does.
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+                if roots.is_empty() {
+                    return Err(TlsError::NoRoots("the system certificate store".into()));
+                }
+                client_config(roots)
+            });
+            config.clone().map(TlsConnector::from)
         }
     }
+}
+
+fn client_config(roots: RootCertStore) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(rejected)?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// The name a client checks the server's certificate against: a DNS name or an IP address.
