@@ -14,7 +14,7 @@ use pyo3_async_runtimes::tokio::future_into_py;
 
 use super::client::{message_tuple, receipt_tuple, MessageTuple};
 use super::inbox::Inbox;
-use super::{call_limit, client_error, client_options, seconds, Transport};
+use super::{call_limit, client_error, connect_settings, seconds};
 use crate::client::{Client, ClientError};
 use crate::protocol::request::Peer;
 use crate::protocol::validate::BROADCAST_PEER;
@@ -56,6 +56,24 @@ impl AsyncClientCore {
     fn limit(&self, timeout: Option<f64>) -> PyResult<Option<Duration>> {
         call_limit(timeout, self.timeout)
     }
+
+    /// `call` on a clone of the client, as an asyncio awaitable bounded by the call's
+    /// timeout (or the client's default).
+    fn run<'py, T, F, Fut>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+        call: F,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        T: for<'a> IntoPyObject<'a> + Send + 'static,
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>> + Send + 'static,
+    {
+        let limit = self.limit(timeout)?;
+        let fut = call(self.client.clone());
+        future_into_py(py, async move { bounded(limit, fut).await })
+    }
 }
 
 #[pymethods]
@@ -79,13 +97,15 @@ impl AsyncClientCore {
         ca: Option<PathBuf>,
         server_name: Option<String>,
     ) -> PyResult<Bound<'_, PyAny>> {
-        let timeout = seconds(timeout, "timeout")?;
-        let transport = Transport {
+        let (timeout, options) = connect_settings(
+            timeout,
+            reconnect,
+            on_disconnect,
+            on_reconnect,
             tls,
             ca,
             server_name,
-        };
-        let options = client_options(reconnect, on_disconnect, on_reconnect, transport)?;
+        )?;
         future_into_py(py, async move {
             let (client, incoming) =
                 bounded(timeout, Client::connect_with(&host, port, options)).await?;
@@ -105,9 +125,8 @@ impl AsyncClientCore {
         password: String,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (c, limit) = (self.client.clone(), self.limit(timeout)?);
-        future_into_py(py, async move {
-            Ok(bounded(limit, c.login(&user, &password)).await?.session)
+        self.run(py, timeout, move |c| async move {
+            Ok(c.login(&user, &password).await?.session)
         })
     }
 
@@ -119,16 +138,14 @@ impl AsyncClientCore {
         password: String,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (c, limit) = (self.client.clone(), self.limit(timeout)?);
-        future_into_py(py, async move {
-            bounded(limit, c.register(&user, &password)).await
+        self.run(py, timeout, move |c| async move {
+            c.register(&user, &password).await
         })
     }
 
     #[pyo3(signature = (timeout = None))]
     fn users<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        let (c, limit) = (self.client.clone(), self.limit(timeout)?);
-        future_into_py(py, async move { bounded(limit, c.users()).await })
+        self.run(py, timeout, move |c| async move { c.users().await })
     }
 
     #[pyo3(signature = (to, text, timeout = None))]
@@ -139,9 +156,8 @@ impl AsyncClientCore {
         text: String,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (c, limit) = (self.client.clone(), self.limit(timeout)?);
-        future_into_py(py, async move {
-            Ok(receipt_tuple(bounded(limit, c.send(&to, &text)).await?))
+        self.run(py, timeout, move |c| async move {
+            Ok(receipt_tuple(c.send(&to, &text).await?))
         })
     }
 
@@ -152,9 +168,8 @@ impl AsyncClientCore {
         text: String,
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (c, limit) = (self.client.clone(), self.limit(timeout)?);
-        future_into_py(py, async move {
-            Ok(receipt_tuple(bounded(limit, c.broadcast(&text)).await?))
+        self.run(py, timeout, move |c| async move {
+            Ok(receipt_tuple(c.broadcast(&text).await?))
         })
     }
 
@@ -172,25 +187,22 @@ impl AsyncClientCore {
         } else {
             Peer::User(with_)
         };
-        let (c, bound) = (self.client.clone(), self.limit(timeout)?);
-        future_into_py(py, async move {
-            let messages = bounded(bound, c.history(peer, limit, before)).await?;
+        self.run(py, timeout, move |c| async move {
+            let messages = c.history(peer, limit, before).await?;
             Ok(messages.into_iter().map(message_tuple).collect::<Vec<_>>())
         })
     }
 
     #[pyo3(signature = (timeout = None))]
     fn ping<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        let (c, limit) = (self.client.clone(), self.limit(timeout)?);
-        future_into_py(py, async move {
-            Ok(bounded(limit, c.ping()).await?.as_secs_f64())
+        self.run(py, timeout, move |c| async move {
+            Ok(c.ping().await?.as_secs_f64())
         })
     }
 
     #[pyo3(signature = (timeout = None))]
     fn logout<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        let (c, limit) = (self.client.clone(), self.limit(timeout)?);
-        future_into_py(py, async move { bounded(limit, c.logout()).await })
+        self.run(py, timeout, move |c| async move { c.logout().await })
     }
 
     /// The next pushed message, or `None` once `timeout` seconds pass (`None` waits forever).

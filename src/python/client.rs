@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 
 use super::inbox::Inbox;
-use super::{call_limit, client_error, client_options, runtime, seconds, wait, Transport, SLICE};
+use super::{call_limit, client_error, connect_settings, runtime, seconds, wait, SLICE};
 use crate::client::{Client, Sent};
 use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
@@ -85,13 +85,15 @@ impl ClientCore {
         ca: Option<PathBuf>,
         server_name: Option<String>,
     ) -> PyResult<ClientCore> {
-        let timeout = seconds(timeout, "timeout")?;
-        let transport = Transport {
+        let (timeout, options) = connect_settings(
+            timeout,
+            reconnect,
+            on_disconnect,
+            on_reconnect,
             tls,
             ca,
             server_name,
-        };
-        let options = client_options(reconnect, on_disconnect, on_reconnect, transport)?;
+        )?;
         let (client, incoming) = wait(
             py,
             async move { Client::connect_with(&host, port, options).await },

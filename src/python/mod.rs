@@ -166,10 +166,32 @@ fn server_error(py: Python<'_>, e: ServerError) -> PyErr {
 }
 
 /// How a Python client connects: `tls`, with its `ca` file and `server_name` override.
-pub(super) struct Transport {
-    pub tls: bool,
-    pub ca: Option<PathBuf>,
-    pub server_name: Option<String>,
+struct Transport {
+    tls: bool,
+    ca: Option<PathBuf>,
+    server_name: Option<String>,
+}
+
+/// A client constructor's arguments (the same for `ClientCore` and `AsyncClientCore`)
+/// as the client's default call timeout and its options.
+#[allow(clippy::too_many_arguments)]
+fn connect_settings(
+    timeout: Option<f64>,
+    reconnect: bool,
+    on_disconnect: Option<Py<PyAny>>,
+    on_reconnect: Option<Py<PyAny>>,
+    tls: bool,
+    ca: Option<PathBuf>,
+    server_name: Option<String>,
+) -> PyResult<(Option<Duration>, ClientOptions)> {
+    let timeout = seconds(timeout, "timeout")?;
+    let transport = Transport {
+        tls,
+        ca,
+        server_name,
+    };
+    let options = client_options(reconnect, on_disconnect, on_reconnect, transport)?;
+    Ok((timeout, options))
 }
 
 impl Transport {
