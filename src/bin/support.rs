@@ -46,12 +46,13 @@ impl ServerProcess {
             .stderr
             .take()
             .unwrap_or_else(|| fail(tool, "no server stderr"));
-        let (tx, rx) = std::sync::mpsc::channel();
+        // Room for the one line that matters; later ones are dropped, not queued.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         // Keeps draining stderr for the server's whole life, so it never blocks on a pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
+                    let _ = tx.try_send(addr.trim().to_string());
                 }
             }
         });
