@@ -1,116 +1,156 @@
-//! One client connection: a reader task that parses frames and runs the
-//! session, and a writer task that owns the socket's sending half.
+//! One client connection, served by one task: it reads and parses frames, runs
+//! the session, and writes the answers and pushes, all from one `select!`.
 //!
-//! The reader never writes to the socket and the writer never parses, so a
-//! client that stops reading stalls only its own writer. Replies reach the
-//! writer through a small bounded queue (a client that does not read its
-//! replies stops being read); pushes reach it through the hub's bounded
-//! inbox (a client that does not read its pushes is a slow consumer, `e`/67).
-//! The writer also owns delivery order: after login it first writes the
-//! user's stored messages from the store, then the live inbox, skipping what
-//! the catch-up already wrote, and reports the delivery cursor as it goes.
+//! An idle connection is that one task and a few small allocations; its buffers
+//! exist only while bytes are waiting in them. No peer can pin the task in one
+//! place: a socket that does not drain stops the reading of new requests once
+//! [`MAX_IN_FLIGHT`] answers are owed (a client that does not read its replies
+//! stops being read), pushes wait in the hub's bounded inbox (a client that does
+//! not read its pushes is a slow consumer, `e`/67), and a close, a shutdown or a
+//! timer is seen whatever the socket is doing. The task also owns delivery
+//! order: after login it first writes the user's stored messages, page by page,
+//! then the live inbox, skipping what the catch-up already wrote, and reports the
+//! delivery cursor as the socket takes the bytes.
 //!
-//! With TLS configured the handshake comes first, bounded in time; the two
-//! tasks then see only a byte stream, the same code either way.
+//! With TLS configured the handshake comes first, bounded in time; after it the
+//! task sees one byte stream, the same code either way.
 
 use std::collections::VecDeque;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::{FutureExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::Decoder;
 
 use super::hub::{Conn, Push};
-use super::queue::{self, Receiver, Sender};
 use super::session::{Outbound, Session};
 use super::Context;
 use crate::protocol::code::Code;
 use crate::protocol::codec::{CodecError, LineCodec};
 use crate::protocol::envelope::encode_error;
-use crate::protocol::reply::encode_heartbeat;
+use crate::protocol::reply::{encode_heartbeat, ChatMessage};
+use crate::store::StoreError;
 
-/// Replies queued to the writer before the reader waits.
-const REPLY_QUEUE: usize = 64;
-/// First size of a connection's read buffer, bytes.
-const READ_BUFFER: usize = 256;
+/// Bytes taken from the socket per read. They land on the stack and are copied
+/// into the connection's input buffer, which exists only while it holds bytes.
+const READ_CHUNK: usize = 8 * 1024;
+/// First size of the output buffer when there is something to write.
+const WRITE_BUFFER: usize = 4 * 1024;
 /// Stored messages fetched per catch-up step.
 const CATCH_UP_PAGE: u32 = 256;
 /// How long a goodbye frame may take to leave before the socket is dropped anyway.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long the writer may keep draining replies after the reader has stopped.
+/// How long the connection may keep writing what it owes after it stopped reading.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long, and how much, a closing connection reads and discards (see [`linger`]).
 const LINGER_TIMEOUT: Duration = Duration::from_millis(500);
 const LINGER_BYTES: u64 = 4 << 20;
-/// Frames gathered into one socket write.
+/// Pushes gathered into one socket write.
 const MAX_GATHER: usize = 256;
-/// Replies a connection may owe at once (sends waiting for their commit included)
-/// before the writer stops taking more, and so the reader stops reading.
+/// Answers a connection may owe at once (sends waiting for their commit included)
+/// before it stops reading requests.
 const MAX_IN_FLIGHT: usize = 256;
 /// How long a TLS client may take to finish its handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// The reading half of a connection, plain or TLS.
-type Reader = Box<dyn AsyncRead + Send + Unpin>;
-/// The writing half of a connection, plain or TLS.
-type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+/// A connection's byte stream: the socket itself, or a TLS session over it.
+enum Io {
+    Plain(TcpStream),
+    // Boxed: a TLS session is kilobytes, and a plain connection should not carry its size.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Serves one accepted connection until it closes.
-pub async fn serve(stream: TcpStream, ctx: Arc<Context>, _permit: OwnedSemaphorePermit) {
+pub fn serve(
+    stream: TcpStream,
+    ctx: Arc<Context>,
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send {
+    // Boxed: the handshake's state, and the arguments it consumes, would otherwise
+    // stay in every idle connection's task for its whole life.
+    let setup = Box::pin(accept(stream, ctx));
+    async move {
+        // `let else`, not `if let`: the latter would keep the whole `Option` alive,
+        // and laid out in the task, next to the values taken out of it.
+        let Some((mut io, mut connection)) = setup.await else {
+            return;
+        };
+        let end = connection.run(&mut io).await;
+        // Boxed like the handshake: only a closing connection needs this state.
+        Box::pin(connection.finish(io, end)).await;
+        drop(permit);
+    }
+}
+
+/// The stream (after the TLS handshake, if configured) and its connection state.
+async fn accept(stream: TcpStream, ctx: Arc<Context>) -> Option<(Io, Connection)> {
     let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
     let peer = stream
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let _ = stream.set_nodelay(true);
-    // Boxed: the handshake's state would otherwise stay in every idle connection's task.
-    let Some((rd, wr)) = Box::pin(open(stream, &ctx)).await else {
-        return;
-    };
-    let (out_tx, out_rx) = queue::queue(REPLY_QUEUE);
-    let (inbox_tx, inbox_rx) = queue::queue(ctx.config.outbound_queue);
-    let conn = Arc::new(Conn::new(ctx.next_conn_id(), inbox_tx));
-    let writer = tokio::spawn(write_loop(wr, out_rx, inbox_rx, conn.clone(), ctx.clone()));
-    let (user, rd, peer_done) =
-        read_loop(rd, out_tx, conn.clone(), ctx.clone(), local_port, peer).await;
-    if let Some(user) = user {
-        ctx.hub.unregister(&user, conn.id);
-    }
-    // Boxed like the handshake: only a closing connection needs this state.
-    Box::pin(finish(writer, conn, rd, peer_done)).await;
+    let io = open(stream, &ctx).await?;
+    Some((io, Connection::new(ctx, local_port, peer)))
 }
 
-/// After the reader stops: lets the writer drain, then lingers if the peer may still send.
-async fn finish(
-    mut writer: tokio::task::JoinHandle<()>,
-    conn: Arc<Conn>,
-    rd: Reader,
-    peer_done: bool,
-) {
-    // The writer still sends the replies queued before the reader stopped (a client may
-    // half-close after its last request), but a peer that never reads cannot hold it.
-    if timeout(DRAIN_TIMEOUT, &mut writer).await.is_err() {
-        conn.abort();
-        let _ = writer.await;
-    }
-    if !peer_done {
-        linger(rd).await;
-    }
-}
-
-/// The connection's two halves: the socket's own, or a finished TLS session's.
-/// `None` when a TLS handshake failed, timed out or was cut by shutdown.
-async fn open(stream: TcpStream, ctx: &Context) -> Option<(Reader, Writer)> {
+/// The connection's stream, or `None` when a TLS handshake failed, timed out or
+/// was cut by shutdown.
+async fn open(stream: TcpStream, ctx: &Context) -> Option<Io> {
     let Some(acceptor) = &ctx.tls else {
-        let (rd, wr) = stream.into_split();
-        return Some((Box::new(rd), Box::new(wr)));
+        return Some(Io::Plain(stream));
     };
     let handshake = async {
         if !speaks_tls(&stream).await {
@@ -129,8 +169,7 @@ async fn open(stream: TcpStream, ctx: &Context) -> Option<(Reader, Writer)> {
         _ = ctx.shutdown.cancelled() => None,
         t = timeout(TLS_HANDSHAKE_TIMEOUT, handshake) => t.ok().flatten(),
     }?;
-    let (rd, wr) = tokio::io::split(tls);
-    Some((Box::new(rd), Box::new(wr)))
+    Some(Io::Tls(Box::new(tls)))
 }
 
 /// Whether the peer's first byte starts a TLS handshake (`false` also when it sent nothing).
@@ -141,19 +180,20 @@ async fn speaks_tls(stream: &TcpStream) -> bool {
 
 /// Tells a client that sent plain frames to a TLS port what is wrong, in plain text,
 /// and closes: `e`/62, since its bytes are not a frame this port can read.
-async fn refuse_plain(mut stream: TcpStream) {
+async fn refuse_plain(stream: TcpStream) {
     let frame = encode_error(
         Code::MalformedFrame,
         "this server speaks TLS: connect with TLS",
         None,
     );
+    let mut io = Io::Plain(stream);
     let sent = timeout(GOODBYE_TIMEOUT, async {
-        let _ = stream.write_all(&frame).await;
-        let _ = stream.shutdown().await;
+        let _ = io.write_all(&frame).await;
+        let _ = io.shutdown().await;
     })
     .await;
     if sent.is_ok() {
-        linger(Box::new(stream)).await;
+        linger(&mut io).await;
     }
 }
 
@@ -161,162 +201,459 @@ async fn refuse_plain(mut stream: TcpStream) {
 ///
 /// Closing a socket with unread input makes the kernel send a reset, which can
 /// destroy the goodbye frame (`e`/61 after an oversized line) before the peer reads it.
-async fn linger<R: AsyncRead + Unpin>(mut rd: R) {
+async fn linger(io: &mut Io) {
     let mut sink = tokio::io::sink();
-    let mut limited = (&mut rd).take(LINGER_BYTES);
+    let mut limited = io.take(LINGER_BYTES);
     let _ = timeout(LINGER_TIMEOUT, tokio::io::copy(&mut limited, &mut sink)).await;
 }
 
-/// Reads and handles frames. Returns the user still logged in when it stops, the
-/// reading half, and whether the peer ended the stream itself.
-async fn read_loop(
-    rd: Reader,
-    out: Sender<Outbound>,
-    conn: Arc<Conn>,
-    ctx: Arc<Context>,
-    local_port: u16,
-    peer: std::net::IpAddr,
-) -> (Option<Arc<str>>, Reader, bool) {
-    let mut peer_done = false;
-    // A small first buffer: most connections sit idle most of the time, and the buffer
-    // doubles as soon as a frame needs more (tokio-util's default is 8 KiB each).
-    let mut frames =
-        FramedRead::with_capacity(rd, LineCodec::new(ctx.config.max_frame_bytes), READ_BUFFER);
-    let mut session = Session::new(ctx.clone(), conn.clone(), local_port, peer);
-    let heartbeat = ctx.config.heartbeat;
-    let mut deadline = Instant::now() + heartbeat;
-    let mut pinged = false;
-    let mut actions = Vec::new();
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = conn.closed() => break,
-            _ = ctx.shutdown.cancelled() => {
-                conn.close(Code::ShuttingDown);
-                break;
-            }
-            _ = sleep_until(deadline) => {
-                if pinged {
-                    conn.close(Code::HeartbeatTimeout);
-                    break;
-                }
-                pinged = true;
-                deadline = Instant::now() + heartbeat;
-                if out.send(Outbound::Frame(encode_heartbeat())).await.is_err() {
-                    break;
-                }
-                continue;
-            }
-            next = frames.next() => next,
-        };
-        let line = match next {
-            None => {
-                peer_done = true;
-                break;
-            }
-            Some(Ok(line)) => line,
-            Some(Err(CodecError::FrameTooLong { limit })) => {
-                let reason = format!("frame longer than {limit} bytes; closing the connection");
-                let _ = out
-                    .send(Outbound::Frame(encode_error(
-                        Code::FrameTooLong,
-                        &reason,
-                        None,
-                    )))
-                    .await;
-                let _ = out.send(Outbound::Close).await;
-                break;
-            }
-            Some(Err(CodecError::Io(_))) => {
-                peer_done = true;
-                break;
-            }
-        };
-        pinged = false;
-        deadline = Instant::now() + heartbeat;
-        // Boxed: a request's state (a login's, say) lives only while it is handled,
-        // not in the idle connection's task.
-        Box::pin(session.handle_line(&line, &mut actions)).await;
-        // Taken, not drained: an idle connection keeps no action buffer.
-        let actions = std::mem::take(&mut actions);
-        let mut closing = false;
-        for action in actions {
-            closing |= matches!(action, Outbound::Close);
-            if out.send(action).await.is_err() {
-                closing = true;
-            }
-        }
-        if closing {
-            break;
+/// How the connection's main loop ended.
+enum End {
+    /// Closed by a [`Conn::close`] or [`Conn::abort`]: a goodbye is due if a reason was given.
+    Closed,
+    /// Everything owed was written (and, after a `Close`, the sending side shut).
+    Done,
+}
+
+/// What woke the connection.
+enum Event {
+    /// A push or a close ([`Conn::signalled`]).
+    Signal,
+    Shutdown,
+    Timer,
+    Ready(Bytes),
+    Page(Page),
+    Io(IoProgress),
+}
+
+/// What one poll of the socket achieved.
+#[derive(Default)]
+struct IoProgress {
+    /// Bytes left the output buffer, or a flush completed.
+    wrote: bool,
+    /// Bytes were appended to the input buffer.
+    read: bool,
+    /// The peer ended its stream (or reading failed): nothing more will arrive.
+    eof: bool,
+    /// Writing failed: nothing more can be sent.
+    broken: bool,
+}
+
+/// A page of a user's stored messages, and whose they are.
+type Page = (Arc<str>, Result<Vec<ChatMessage>, StoreError>);
+
+/// A catch-up in progress: the next page, on its way.
+type CatchUp = Pin<Box<dyn Future<Output = Page> + Send>>;
+
+/// Starts fetching `user`'s stored messages above `after` (default: the cursor).
+fn fetch_page(ctx: &Context, user: Arc<str>, after: Option<u64>) -> CatchUp {
+    let store = ctx.store.clone();
+    Box::pin(async move {
+        let page = store
+            .undelivered(user.to_string(), after, CATCH_UP_PAGE)
+            .await;
+        (user, page)
+    })
+}
+
+/// One connection's state between wake-ups.
+struct Connection {
+    /// Also holds the server's context and the hub's handle, for everything here.
+    session: Session,
+    codec: LineCodec,
+    /// Received bytes not yet cut into frames; unallocated while empty.
+    input: BytesMut,
+    /// Bytes the socket has not taken yet; unallocated while empty. `BytesMut`, so a
+    /// write cut short by a close resumes at the exact byte it stopped at.
+    output: BytesMut,
+    replies: Replies,
+    delivery: Delivery,
+    catch_up: Option<CatchUp>,
+    /// Requests are still read (until the peer's end of stream, a `Close`, or a close).
+    reading: bool,
+    /// The peer ended its stream itself.
+    peer_done: bool,
+    /// Written bytes may still sit in the TLS layer until a flush.
+    unflushed: bool,
+    /// A heartbeat was sent and no frame has come since.
+    pinged: bool,
+    /// When the heartbeat is due, or, once reading stopped, when draining gives up.
+    deadline: Instant,
+}
+
+impl Connection {
+    fn new(ctx: Arc<Context>, local_port: u16, peer: std::net::IpAddr) -> Connection {
+        let conn = Arc::new(Conn::new(ctx.next_conn_id(), ctx.config.outbound_queue));
+        Connection {
+            session: Session::new(ctx.clone(), conn, local_port, peer),
+            codec: LineCodec::new(ctx.config.max_frame_bytes),
+            deadline: Instant::now() + ctx.config.heartbeat,
+            input: BytesMut::new(),
+            output: BytesMut::new(),
+            replies: Replies::default(),
+            delivery: Delivery::default(),
+            catch_up: None,
+            reading: true,
+            peer_done: false,
+            unflushed: false,
+            pinged: false,
         }
     }
-    let user = session.user().cloned();
-    (user, frames.into_inner(), peer_done)
+
+    /// Serves the connection until it is closed or has nothing left to do.
+    async fn run(&mut self, io: &mut Io) -> End {
+        loop {
+            if self.session.conn().is_closed() {
+                return End::Closed;
+            }
+            let starved = self.handle_input().await;
+            if self.output.is_empty() && !self.unflushed {
+                // The socket has taken everything: that counts as delivered, and the
+                // next batch can be gathered.
+                self.delivery
+                    .report(self.session.ctx(), self.session.conn());
+                self.output = BytesMut::new();
+                self.gather();
+                if self.output.is_empty() {
+                    if self.replies.close_after_write {
+                        let _ = timeout(GOODBYE_TIMEOUT, io.shutdown()).await;
+                        return End::Done;
+                    }
+                    if !self.reading && self.replies.queue.is_empty() && self.catch_up.is_none() {
+                        return End::Done;
+                    }
+                }
+            }
+            let idle_out = self.output.is_empty() && !self.unflushed;
+            let catching_up = self.catch_up.is_some();
+            let committing = idle_out && !catching_up && self.replies.waiting_on_commit();
+            let want_read = self.reading && starved && self.replies.queue.len() < MAX_IN_FLIGHT;
+            // The signal (a push or a close) comes last: a close is seen at the top of
+            // the loop whatever woke it, and pushes are gathered there too.
+            let event = tokio::select! {
+                biased;
+                _ = self.session.ctx().shutdown.cancelled() => Event::Shutdown,
+                _ = sleep_until(self.deadline) => Event::Timer,
+                frame = self.replies.front_ready(), if committing => Event::Ready(frame),
+                page = next_page(&mut self.catch_up), if idle_out && catching_up => Event::Page(page),
+                progress = poll_fn(|cx| {
+                    poll_io(cx, io, &mut self.output, &mut self.unflushed, &mut self.input, want_read)
+                }) => Event::Io(progress),
+                _ = self.session.conn().signalled() => Event::Signal,
+            };
+            match event {
+                Event::Signal => {}
+                Event::Shutdown => self.session.conn().close(Code::ShuttingDown),
+                Event::Timer => self.on_timer(),
+                Event::Ready(frame) => append(&mut self.output, &frame),
+                Event::Page(page) => self.take_page(page),
+                Event::Io(progress) => {
+                    if progress.broken {
+                        self.session.conn().abort();
+                        return End::Closed;
+                    }
+                    if progress.eof {
+                        self.peer_done = true;
+                        self.stop_reading();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles the complete frames already received, while fewer than
+    /// [`MAX_IN_FLIGHT`] answers are owed; `true` when it needs more bytes to go on.
+    async fn handle_input(&mut self) -> bool {
+        while self.reading {
+            if self.replies.queue.len() >= MAX_IN_FLIGHT {
+                return false;
+            }
+            // No `decode_eof`: the end of stream is read only once every complete line
+            // was handled, so what is left then is a partial line, dropped with the input.
+            let line = match self.codec.decode(&mut self.input) {
+                Ok(Some(line)) => line,
+                Ok(None) => {
+                    if self.input.is_empty() {
+                        self.input = BytesMut::new();
+                    }
+                    return true;
+                }
+                Err(CodecError::FrameTooLong { limit }) => {
+                    let reason = format!("frame longer than {limit} bytes; closing the connection");
+                    let frame = encode_error(Code::FrameTooLong, &reason, None);
+                    self.replies.queue.push_back(Outbound::Frame(frame));
+                    self.replies.queue.push_back(Outbound::Close);
+                    self.stop_reading();
+                    return false;
+                }
+                Err(CodecError::Io(_)) => {
+                    self.peer_done = true;
+                    self.stop_reading();
+                    return false;
+                }
+            };
+            self.pinged = false;
+            self.deadline = Instant::now() + self.session.ctx().config.heartbeat;
+            let before = self.replies.queue.len();
+            // Boxed: a request's state (a login's, say) lives only while it is handled,
+            // not in the idle connection's task.
+            Box::pin(self.session.handle_line(&line, &mut self.replies.queue)).await;
+            let closing = self
+                .replies
+                .queue
+                .iter()
+                .skip(before)
+                .any(|o| matches!(o, Outbound::Close));
+            if closing {
+                self.stop_reading();
+            }
+        }
+        false
+    }
+
+    /// Stops reading requests: what is owed is still written, within [`DRAIN_TIMEOUT`].
+    fn stop_reading(&mut self) {
+        if !self.reading {
+            return;
+        }
+        self.reading = false;
+        self.input = BytesMut::new();
+        if let Some(user) = self.session.user() {
+            self.session
+                .ctx()
+                .hub
+                .unregister(user, self.session.conn().id);
+        }
+        self.deadline = Instant::now() + DRAIN_TIMEOUT;
+    }
+
+    fn on_timer(&mut self) {
+        if !self.reading {
+            // A peer that never reads cannot hold a closing connection.
+            self.session.conn().abort();
+        } else if self.pinged {
+            self.session.conn().close(Code::HeartbeatTimeout);
+        } else {
+            self.pinged = true;
+            self.deadline = Instant::now() + self.session.ctx().config.heartbeat;
+            self.replies
+                .queue
+                .push_back(Outbound::Frame(encode_heartbeat()));
+        }
+    }
+
+    /// Moves what is ready into the (empty) output buffer: the answers in request
+    /// order, then live pushes, unless a catch-up is still writing stored ones.
+    fn gather(&mut self) {
+        if self.catch_up.is_some() {
+            return;
+        }
+        if let Some((user, acks)) = self.replies.release(&mut self.output) {
+            self.delivery.acks = acks;
+            self.catch_up = Some(fetch_page(self.session.ctx(), user, None));
+            return;
+        }
+        if self.delivery.user.is_some() && !self.replies.close_after_write {
+            // What the inbox holds, up to a batch.
+            for _ in 0..MAX_GATHER {
+                let Some(p) = self.session.conn().take() else {
+                    return;
+                };
+                self.delivery.take(p, &mut self.output);
+            }
+        }
+    }
+
+    /// Writes a page of stored messages and fetches the next while it leaves.
+    fn take_page(&mut self, (user, page): Page) {
+        self.catch_up = None;
+        let messages = match page {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("catch-up for {user} failed: {e}");
+                self.session.conn().close(Code::Internal);
+                return;
+            }
+        };
+        for m in &messages {
+            append(&mut self.output, &m.encode_push());
+            self.delivery.last_direct = self.delivery.last_direct.max(m.msg_id);
+        }
+        if messages.len() == CATCH_UP_PAGE as usize {
+            let after = Some(self.delivery.last_direct);
+            self.catch_up = Some(fetch_page(self.session.ctx(), user.clone(), after));
+        }
+        self.delivery.user = Some(user);
+    }
+
+    /// After the main loop: the goodbye, if one is due, then a linger if the peer
+    /// may still be sending.
+    async fn finish(mut self, mut io: Io, end: End) {
+        self.stop_reading();
+        if matches!(end, End::Closed) {
+            self.goodbye(&mut io).await;
+        }
+        if !self.peer_done {
+            linger(&mut io).await;
+        }
+    }
+
+    /// Says goodbye with the close reason, after what is still owed: the rest of the
+    /// output and the answers queued (sends in flight finish their commits first). An
+    /// aborted connection (its socket failed, or its peer never read) gets no goodbye.
+    async fn goodbye(&mut self, io: &mut Io) {
+        let Some(code) = self.session.conn().close_reason() else {
+            return;
+        };
+        let output = &mut self.output;
+        let queue = &mut self.replies.queue;
+        let written = timeout(GOODBYE_TIMEOUT, async {
+            while let Some(o) = queue.pop_front() {
+                match o {
+                    Outbound::Frame(f) => output.extend_from_slice(&f),
+                    Outbound::Pending(reply) => output.extend_from_slice(&reply.await),
+                    Outbound::Close | Outbound::StartDelivery { .. } => {}
+                }
+            }
+            output.extend_from_slice(&encode_error(code, goodbye(code), None));
+            let ok = io.write_all(output).await.is_ok() && io.flush().await.is_ok();
+            let _ = io.shutdown().await;
+            ok
+        })
+        .await
+        .unwrap_or(false);
+        // Pushes still in the buffer count as delivered only if they really left.
+        if written {
+            self.delivery
+                .report(self.session.ctx(), self.session.conn());
+        }
+    }
 }
 
-/// What woke the writer.
-enum Step {
-    Out(Option<Outbound>),
-    Ready(Bytes),
-    Push(Option<Arc<Push>>),
-    Closed,
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // However the task ends (even dropped by a runtime shutting down), the hub
+        // stops routing to it.
+        self.stop_reading();
+        self.session.conn().detach();
+    }
 }
 
-/// Replies in request order: ready ones leave at once, a pending one holds back
+/// Polls the socket once for everything the connection wants from it: writing
+/// what is owed (or flushing it), and reading if `read`.
+fn poll_io(
+    cx: &mut TaskContext<'_>,
+    io: &mut Io,
+    output: &mut BytesMut,
+    unflushed: &mut bool,
+    input: &mut BytesMut,
+    read: bool,
+) -> Poll<IoProgress> {
+    let mut progress = IoProgress::default();
+    if !output.is_empty() {
+        match Pin::new(&mut *io).poll_write(cx, output) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => progress.broken = true,
+            Poll::Ready(Ok(n)) => {
+                output.advance(n);
+                // Only TLS holds written bytes back (in its records) until a flush.
+                *unflushed = matches!(io, Io::Tls(_));
+                progress.wrote = true;
+            }
+            Poll::Pending => {}
+        }
+    } else if *unflushed {
+        match Pin::new(&mut *io).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                *unflushed = false;
+                progress.wrote = true;
+            }
+            Poll::Ready(Err(_)) => progress.broken = true,
+            Poll::Pending => {}
+        }
+    }
+    // Read even after a write made progress: a peer being sent a stream of pushes
+    // must still be heard (its acks, its pongs).
+    if read && !progress.broken {
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut chunk);
+        match Pin::new(&mut *io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => progress.eof = true,
+            Poll::Ready(Ok(())) => {
+                input.extend_from_slice(buf.filled());
+                progress.read = true;
+            }
+            Poll::Ready(Err(_)) => progress.eof = true,
+            Poll::Pending => {}
+        }
+    }
+    if progress.wrote || progress.read || progress.eof || progress.broken {
+        Poll::Ready(progress)
+    } else {
+        Poll::Pending
+    }
+}
+
+/// The next catch-up page, when one is being fetched.
+async fn next_page(catch_up: &mut Option<CatchUp>) -> Page {
+    match catch_up {
+        Some(page) => page.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Appends `bytes` to `buf`, giving an unallocated buffer room for a whole batch.
+fn append(buf: &mut BytesMut, bytes: &[u8]) {
+    if buf.capacity() == 0 {
+        buf.reserve(WRITE_BUFFER.max(bytes.len()));
+    }
+    buf.extend_from_slice(bytes);
+}
+
+/// Answers in request order: ready ones leave at once, a pending one holds back
 /// those behind it until its commit finishes.
 #[derive(Default)]
 struct Replies {
     queue: VecDeque<Outbound>,
-    /// What the flags of the write in progress say to do after it.
+    /// A `Close` was released: the connection shuts once the output has left.
     close_after_write: bool,
-    start: Option<(Arc<str>, bool)>,
 }
 
 impl Replies {
-    /// Moves every reply that is ready, in order, into `buf`; stops at one that is not,
-    /// or at a close or a delivery start (which act after the write).
-    fn release(&mut self, buf: &mut BytesMut) {
-        self.release_ready(buf);
+    /// Moves every answer that is ready, in order, into `buf`; stops at one that is
+    /// not, or at a close or a delivery start (which act after the write). Returns
+    /// the delivery start it stopped at: whose messages, and whether in acks mode.
+    fn release(&mut self, buf: &mut BytesMut) -> Option<(Arc<str>, bool)> {
+        let mut start = None;
+        while !self.close_after_write && start.is_none() {
+            match self.queue.front_mut() {
+                None => break,
+                Some(Outbound::Pending(reply)) => match reply.as_mut().now_or_never() {
+                    Some(frame) => {
+                        append(buf, &frame);
+                        self.queue.pop_front();
+                    }
+                    None => break,
+                },
+                Some(_) => match self.queue.pop_front() {
+                    Some(Outbound::Frame(f)) => append(buf, &f),
+                    Some(Outbound::Close) => self.close_after_write = true,
+                    Some(Outbound::StartDelivery { user, acks }) => start = Some((user, acks)),
+                    Some(Outbound::Pending(_)) | None => {}
+                },
+            }
+        }
         if self.queue.is_empty() {
             // An idle connection keeps no queue buffer.
             self.queue = VecDeque::new();
         }
-    }
-
-    fn release_ready(&mut self, buf: &mut BytesMut) {
-        while !self.close_after_write && self.start.is_none() {
-            match self.queue.front_mut() {
-                None => return,
-                Some(Outbound::Pending(reply)) => match reply.as_mut().now_or_never() {
-                    Some(frame) => {
-                        buf.extend_from_slice(&frame);
-                        self.queue.pop_front();
-                    }
-                    None => return,
-                },
-                Some(_) => {
-                    if let Some(o) = self.queue.pop_front() {
-                        self.apply(o, buf);
-                    }
-                }
-            }
-        }
-    }
-
-    fn apply(&mut self, o: Outbound, buf: &mut BytesMut) {
-        match o {
-            Outbound::Frame(f) => buf.extend_from_slice(&f),
-            Outbound::Pending(p) => self.queue.push_front(Outbound::Pending(p)),
-            Outbound::Close => self.close_after_write = true,
-            Outbound::StartDelivery { user, acks } => self.start = Some((user, acks)),
-        }
+        start
     }
 
     fn waiting_on_commit(&self) -> bool {
         matches!(self.queue.front(), Some(Outbound::Pending(_)))
     }
 
-    /// The frame of the pending reply at the front, once it is ready.
+    /// The frame of the pending answer at the front, once it is ready.
     async fn front_ready(&mut self) -> Bytes {
         match self.queue.front_mut() {
             Some(Outbound::Pending(reply)) => {
@@ -329,225 +666,12 @@ impl Replies {
     }
 }
 
-/// Owns the sending half: replies, catch-up, live pushes and the goodbye frame.
-async fn write_loop(
-    mut wr: Writer,
-    out: Receiver<Outbound>,
-    inbox: Receiver<Arc<Push>>,
-    conn: Arc<Conn>,
-    ctx: Arc<Context>,
-) {
-    // BytesMut so a write cut short by a close resumes at the exact byte it stopped at.
-    let mut buf = BytesMut::new();
-    let mut delivery = Delivery::default();
-    let mut replies = Replies::default();
-    let mut reader_done = false;
-    'serve: loop {
-        if reader_done && replies.queue.is_empty() && buf.is_empty() {
-            break 'serve;
-        }
-        // Something left over from the last round (replies released after a catch-up)
-        // is written before waiting for anything new.
-        let owed = !buf.is_empty() || replies.close_after_write || replies.start.is_some();
-        if !owed {
-            let take_more = !reader_done && replies.queue.len() < MAX_IN_FLIGHT;
-            let committing = replies.waiting_on_commit();
-            let step = tokio::select! {
-                biased;
-                _ = conn.closed() => Step::Closed,
-                f = replies.front_ready(), if committing => Step::Ready(f),
-                o = out.recv(), if take_more => Step::Out(o),
-                p = inbox.recv(), if delivery.user.is_some() => Step::Push(p),
-            };
-            match step {
-                Step::Closed => break 'serve,
-                Step::Out(None) => {
-                    reader_done = true;
-                    continue;
-                }
-                Step::Out(Some(o)) => replies.queue.push_back(o),
-                Step::Ready(frame) => buf.extend_from_slice(&frame),
-                Step::Push(None) => break 'serve,
-                Step::Push(Some(p)) => delivery.take(p, &mut buf),
-            }
-        }
-        replies.release(&mut buf);
-        // Gather whatever else is ready into the same write.
-        for _ in 0..MAX_GATHER {
-            if replies.close_after_write || replies.start.is_some() {
-                break;
-            }
-            let mut took = false;
-            if replies.queue.len() < MAX_IN_FLIGHT {
-                if let Some(o) = out.try_recv() {
-                    replies.queue.push_back(o);
-                    replies.release(&mut buf);
-                    took = true;
-                }
-            }
-            if delivery.user.is_some() {
-                if let Some(p) = inbox.try_recv() {
-                    delivery.take(p, &mut buf);
-                    took = true;
-                }
-            }
-            if !took {
-                break;
-            }
-        }
-        if !write_or_closed(&mut wr, &mut buf, &conn).await {
-            break 'serve;
-        }
-        delivery.report(&ctx, &conn);
-        if replies.close_after_write {
-            let _ = wr.shutdown().await;
-            return;
-        }
-        if let Some((user, acks)) = replies.start.take() {
-            delivery.acks = acks;
-            let caught_up = Box::pin(catch_up(
-                &mut wr,
-                &mut buf,
-                &conn,
-                &ctx,
-                &mut delivery,
-                user,
-            ))
-            .await;
-            if !caught_up {
-                break 'serve;
-            }
-            replies.release(&mut buf);
-        }
-    }
-    Box::pin(goodbye_frame(wr, buf, out, replies, delivery, conn, ctx)).await;
-}
-
-/// Says goodbye with the close reason, after the replies still owed (the sends in
-/// flight finish their commits first). An aborted connection (its socket failed, or
-/// its peer never read) gets no goodbye.
-async fn goodbye_frame(
-    mut wr: Writer,
-    mut buf: BytesMut,
-    out: Receiver<Outbound>,
-    mut replies: Replies,
-    mut delivery: Delivery,
-    conn: Arc<Conn>,
-    ctx: Arc<Context>,
-) {
-    if let Some(code) = conn.close_reason() {
-        let written = timeout(GOODBYE_TIMEOUT, async {
-            while let Some(o) = out.try_recv() {
-                replies.queue.push_back(o);
-            }
-            while let Some(o) = replies.queue.pop_front() {
-                match o {
-                    Outbound::Frame(f) => buf.extend_from_slice(&f),
-                    Outbound::Pending(reply) => buf.extend_from_slice(&reply.await),
-                    Outbound::Close | Outbound::StartDelivery { .. } => {}
-                }
-            }
-            buf.extend_from_slice(&encode_error(code, goodbye(code), None));
-            let ok = wr.write_all(&buf).await.is_ok();
-            let _ = wr.shutdown().await;
-            ok
-        })
-        .await
-        .unwrap_or(false);
-        // Pushes still in the buffer count as delivered only if they really left.
-        if written {
-            delivery.report(&ctx, &conn);
-        }
-    }
-}
-
-/// Writes `buf` unless the connection is closed first; `false` when it should stop.
-///
-/// Each `write_buf` consumes only what the socket took, so after a close what is
-/// left in `buf` starts on the first unsent byte and the goodbye can follow it.
-async fn write_or_closed(wr: &mut Writer, buf: &mut BytesMut, conn: &Conn) -> bool {
-    while !buf.is_empty() {
-        let written = tokio::select! {
-            biased;
-            _ = conn.closed() => return false,
-            r = wr.write_buf(buf) => r,
-        };
-        match written {
-            Ok(0) | Err(_) => {
-                conn.abort();
-                return false;
-            }
-            Ok(_) => {}
-        }
-    }
-    // Do not keep a large buffer alive on an idle connection.
-    if buf.capacity() > 64 * 1024 {
-        *buf = BytesMut::new();
-    }
-    true
-}
-
-/// Pushes the user's stored direct messages, oldest first, page by page.
-async fn catch_up(
-    wr: &mut Writer,
-    buf: &mut BytesMut,
-    conn: &Conn,
-    ctx: &Context,
-    delivery: &mut Delivery,
-    user: Arc<str>,
-) -> bool {
-    let fetch = |after| {
-        ctx.store
-            .undelivered(user.to_string(), after, CATCH_UP_PAGE)
-    };
-    let mut page = tokio::select! {
-        biased;
-        _ = conn.closed() => return false,
-        page = fetch(None) => page,
-    };
-    loop {
-        let messages = match page {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!("catch-up for {user} failed: {e}");
-                conn.close(Code::Internal);
-                return false;
-            }
-        };
-        for m in &messages {
-            buf.extend_from_slice(&m.encode_push());
-            delivery.last_direct = delivery.last_direct.max(m.msg_id);
-        }
-        delivery.user = Some(user.clone());
-        let more = messages.len() == CATCH_UP_PAGE as usize;
-        drop(messages);
-        // The next page is read while this one is written: the store and the socket
-        // work at the same time.
-        let after = Some(delivery.last_direct);
-        let (written, next) = tokio::join!(write_or_closed(wr, buf, conn), async {
-            if more {
-                Some(fetch(after).await)
-            } else {
-                None
-            }
-        });
-        if !written {
-            return false;
-        }
-        delivery.report(ctx, conn);
-        match next {
-            Some(p) => page = p,
-            None => return true,
-        }
-    }
-}
-
 /// Delivery state of a logged-in connection.
 #[derive(Default)]
 struct Delivery {
     /// Set once catch-up has begun: live pushes are taken from then on.
     user: Option<Arc<str>>,
-    /// Highest direct `msg_id` written to the socket buffer.
+    /// Highest direct `msg_id` written to the output buffer.
     last_direct: u64,
     /// Highest direct `msg_id` reported (to the cursor, or as pushed in acks mode).
     reported: u64,
@@ -564,11 +688,11 @@ impl Delivery {
             }
             self.last_direct = p.msg_id;
         }
-        buf.extend_from_slice(&p.frame);
+        append(buf, &p.frame);
     }
 
-    /// Called after each successful write: what was written counts as delivered,
-    /// unless the client acknowledges deliveries itself.
+    /// Called once the socket has taken the output: what was written counts as
+    /// delivered, unless the client acknowledges deliveries itself.
     fn report(&mut self, ctx: &Context, conn: &Conn) {
         if let Some(user) = &self.user {
             if self.last_direct > self.reported {
@@ -600,11 +724,11 @@ fn goodbye(code: Code) -> &'static str {
 pub async fn refuse_full(stream: TcpStream, ctx: Arc<Context>) {
     let frame: Bytes = encode_error(Code::ServerFull, goodbye(Code::ServerFull), None);
     let _ = timeout(GOODBYE_TIMEOUT, async {
-        let Some((_rd, mut wr)) = open(stream, &ctx).await else {
+        let Some(mut io) = open(stream, &ctx).await else {
             return;
         };
-        let _ = wr.write_all(&frame).await;
-        let _ = wr.shutdown().await;
+        let _ = io.write_all(&frame).await;
+        let _ = io.shutdown().await;
     })
     .await;
 }

@@ -11,13 +11,14 @@
 //! bytes are queued to every recipient.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
 
-use super::queue::{SendError, Sender};
+use super::queue::{Bounded, SendError};
 use crate::protocol::code::Code;
 use crate::protocol::reply::ChatMessage;
 use crate::store::{CommitSink, Routed};
@@ -34,12 +35,19 @@ pub struct Push {
 }
 
 /// The hub's view of one connection.
+///
+/// The connection waits on one [`Conn::signalled`] future for both of the things the
+/// hub and the rest of the server can tell it, a push and a close, and looks at
+/// which it was afterwards: one waiter, and no separate cancellation token.
 #[derive(Debug)]
 pub struct Conn {
     /// Unique for the life of the server; tells a connection from its successor.
     pub id: u64,
-    inbox: Sender<Arc<Push>>,
-    closed: CancellationToken,
+    inbox: Bounded<Arc<Push>>,
+    /// Notified after every push and on a close. Its stored permit means a signal
+    /// sent before the connection waits is not lost.
+    signal: Notify,
+    closed: AtomicBool,
     /// The code to say goodbye with; 0 until the first close wins.
     reason: AtomicU8,
     /// Highest direct `msg_id` written to this connection's socket: acks are
@@ -48,15 +56,33 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection handle whose pushes go into `inbox`.
-    pub fn new(id: u64, inbox: Sender<Arc<Push>>) -> Conn {
+    /// A connection handle whose inbox holds at most `capacity` pushes.
+    pub fn new(id: u64, capacity: usize) -> Conn {
         Conn {
             id,
-            inbox,
-            closed: CancellationToken::new(),
+            inbox: Bounded::new(capacity),
+            signal: Notify::new(),
+            closed: AtomicBool::new(false),
             reason: AtomicU8::new(0),
             pushed: AtomicU64::new(0),
         }
+    }
+
+    /// Queues a push for the connection, and wakes it.
+    pub fn offer(&self, push: Arc<Push>) -> Result<(), SendError> {
+        self.inbox.try_send(push)?;
+        self.signal.notify_one();
+        Ok(())
+    }
+
+    /// The oldest push waiting, if any (the connection's side).
+    pub fn take(&self) -> Option<Arc<Push>> {
+        self.inbox.try_recv()
+    }
+
+    /// The connection has ended: pushes are refused from now on.
+    pub fn detach(&self) {
+        self.inbox.close();
     }
 
     /// Asks the connection to close, saying `code`; the first reason given wins.
@@ -64,7 +90,7 @@ impl Conn {
         let _ = self
             .reason
             .compare_exchange(0, code.number(), Ordering::AcqRel, Ordering::Acquire);
-        self.closed.cancel();
+        self.abort();
     }
 
     /// Records that direct messages up to `msg_id` were written to the socket.
@@ -79,7 +105,8 @@ impl Conn {
 
     /// Stops the connection without a goodbye frame (its peer is gone or stuck).
     pub fn abort(&self) {
-        self.closed.cancel();
+        self.closed.store(true, Ordering::Release);
+        self.signal.notify_one();
     }
 
     /// Why the connection was asked to close, if it was.
@@ -87,21 +114,22 @@ impl Conn {
         Code::from_number(self.reason.load(Ordering::Acquire)).filter(|c| c.number() != 0)
     }
 
-    /// Completes when [`Conn::close`] is called.
-    pub fn closed(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.closed.cancelled()
+    /// Completes after a push or a close since it last completed (at once if one
+    /// came while nobody waited). Only the connection's own task waits on it.
+    pub fn signalled(&self) -> Notified<'_> {
+        self.signal.notified()
     }
 
-    /// Whether [`Conn::close`] was called.
+    /// Whether [`Conn::close`] or [`Conn::abort`] was called.
     pub fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.closed.load(Ordering::Acquire)
     }
 }
 
 /// Presence and routing, as the connection code sees them.
 pub trait Hub: CommitSink {
     /// Marks `user` online on `conn`; a previous connection of the user is closed with `e`/64.
-    fn register(&self, user: &str, conn: Arc<Conn>);
+    fn register(&self, user: Arc<str>, conn: Arc<Conn>);
     /// Marks `user` offline, if `conn_id` is still its connection.
     fn unregister(&self, user: &str, conn_id: u64);
     /// Online users, sorted.
@@ -127,7 +155,7 @@ impl LocalHub {
 
     /// Queues `push` to `conn`; a full inbox closes it as a slow consumer.
     fn offer(&self, user: &str, conn: &Conn, push: Arc<Push>) -> bool {
-        match conn.inbox.try_send(push) {
+        match conn.offer(push) {
             Ok(()) => true,
             Err(SendError::Full) => {
                 conn.close(Code::SlowConsumer);
@@ -143,8 +171,9 @@ impl LocalHub {
 }
 
 impl Hub for LocalHub {
-    fn register(&self, user: &str, conn: Arc<Conn>) {
-        let previous = self.lock().insert(Arc::from(user), conn);
+    fn register(&self, user: Arc<str>, conn: Arc<Conn>) {
+        // The session's own name is the key: one copy of it per online user.
+        let previous = self.lock().insert(user, conn);
         if let Some(old) = previous {
             old.close(Code::TakenOver);
         }
@@ -213,12 +242,11 @@ impl CommitSink for LocalHub {
 
 #[cfg(test)]
 mod tests {
-    use super::super::queue::{queue, Receiver};
     use super::*;
 
-    fn conn(id: u64, cap: usize) -> (Arc<Conn>, Receiver<Arc<Push>>) {
-        let (tx, rx) = queue(cap);
-        (Arc::new(Conn::new(id, tx)), rx)
+    fn conn(id: u64, cap: usize) -> (Arc<Conn>, Arc<Conn>) {
+        let conn = Arc::new(Conn::new(id, cap));
+        (conn.clone(), conn)
     }
 
     fn msg(id: u64, from: &str, to: Option<&str>) -> ChatMessage {
@@ -236,8 +264,8 @@ mod tests {
         let hub = LocalHub::new();
         let (a1, _r1) = conn(1, 4);
         let (a2, _r2) = conn(2, 4);
-        hub.register("a", a1.clone());
-        hub.register("a", a2.clone());
+        hub.register("a".into(), a1.clone());
+        hub.register("a".into(), a2.clone());
         assert_eq!(a1.close_reason(), Some(Code::TakenOver));
         assert!(!a2.is_closed());
         hub.unregister("a", 1); // the old one leaving does not log out the new one
@@ -249,12 +277,12 @@ mod tests {
         let hub = LocalHub::new();
         let (b, rb) = conn(1, 1);
         assert!(!hub.committed(&msg(1, "a", Some("b"))).delivered);
-        hub.register("b", b.clone());
+        hub.register("b".into(), b.clone());
         assert!(hub.committed(&msg(2, "a", Some("b"))).delivered);
         assert!(!hub.committed(&msg(3, "a", Some("b"))).delivered);
         assert_eq!(b.close_reason(), Some(Code::SlowConsumer));
         assert!(hub.online_users().is_empty());
-        assert_eq!(rb.try_recv().unwrap().msg_id, 2);
+        assert_eq!(rb.take().unwrap().msg_id, 2);
     }
 
     #[test]
@@ -263,14 +291,14 @@ mod tests {
         let (a, ra) = conn(1, 4);
         let (b, rb) = conn(2, 4);
         let (c, rc) = conn(3, 4);
-        hub.register("a", a);
-        hub.register("b", b);
-        hub.register("c", c);
+        hub.register("a".into(), a);
+        hub.register("b".into(), b);
+        hub.register("c".into(), c);
         assert_eq!(hub.committed(&msg(9, "a", None)).recipients, 2);
-        assert!(ra.try_recv().is_none());
+        assert!(ra.take().is_none());
         // One push, shared: the same allocation in both inboxes.
-        let pb = rb.try_recv().unwrap();
-        let pc = rc.try_recv().unwrap();
+        let pb = rb.take().unwrap();
+        let pc = rc.take().unwrap();
         assert!(Arc::ptr_eq(&pb, &pc));
         assert_eq!(pb.frame.as_ptr(), pc.frame.as_ptr());
     }

@@ -54,8 +54,9 @@ impl LoginLimiter {
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
+    // f32: every connection carries one, and a rate needs no more precision.
+    rate: f32,
+    burst: f32,
     tokens: f64,
     last: Instant,
 }
@@ -63,11 +64,11 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket. `rate` must be positive; `burst` is at least 1.
     pub fn new(rate: f64, burst: u32, now: Instant) -> TokenBucket {
-        let burst = f64::from(burst.max(1));
+        let burst = burst.max(1) as f32;
         TokenBucket {
-            rate,
+            rate: rate as f32,
             burst,
-            tokens: burst,
+            tokens: f64::from(burst),
             last: now,
         }
     }
@@ -76,7 +77,8 @@ impl TokenBucket {
     pub fn try_take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
         self.last = now;
-        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.burst);
+        self.tokens =
+            (self.tokens + elapsed.as_secs_f64() * f64::from(self.rate)).min(f64::from(self.burst));
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -88,7 +90,7 @@ impl TokenBucket {
     /// How long until the next token, for the error sentence.
     pub fn wait(&self) -> Duration {
         let missing = (1.0 - self.tokens).max(0.0);
-        Duration::from_secs_f64(missing / self.rate)
+        Duration::from_secs_f64(missing / f64::from(self.rate))
     }
 }
 

@@ -5,6 +5,7 @@
 //! `e` frames, `q` requests with `r` frames, and each failure's code comes from
 //! a [`Rejection`] or a store error, never a bare number.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -69,7 +70,7 @@ enum State {
     LoggedIn {
         user: Arc<str>,
         acks: bool,
-        session: String,
+        session: Box<str>,
     },
 }
 
@@ -101,6 +102,16 @@ impl Session {
         }
     }
 
+    /// The server's shared state.
+    pub fn ctx(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+
+    /// This connection's handle, as the hub sees it.
+    pub fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
     /// The logged-in user, if any.
     pub fn user(&self) -> Option<&Arc<str>> {
         match &self.state {
@@ -110,10 +121,10 @@ impl Session {
     }
 
     /// Answers one received line.
-    pub async fn handle_line(&mut self, line: &[u8], out: &mut Vec<Outbound>) {
+    pub async fn handle_line(&mut self, line: &[u8], out: &mut VecDeque<Outbound>) {
         match Envelope::parse(line) {
             Ok(env) => self.handle(env, out).await,
-            Err(e) => out.push(Outbound::Frame(encode_error(
+            Err(e) => out.push_back(Outbound::Frame(encode_error(
                 e.code(),
                 &e.to_string(),
                 e.id(),
@@ -121,7 +132,7 @@ impl Session {
         }
     }
 
-    async fn handle(&mut self, env: Envelope, out: &mut Vec<Outbound>) {
+    async fn handle(&mut self, env: Envelope, out: &mut VecDeque<Outbound>) {
         let Some(kind) = RequestKind::of(&env) else {
             // Client `r` frames (pong, acks) and `e` frames get no reply; any frame
             // already counted as a sign of life.
@@ -138,11 +149,11 @@ impl Session {
             } else {
                 (Code::NotLoggedIn, "log in first")
             };
-            out.push(fail(code, text, id.as_ref()));
+            out.push_back(fail(code, text, id.as_ref()));
             return;
         }
         if logged_in && kind == RequestKind::Login {
-            out.push(fail(
+            out.push_back(fail(
                 Code::AlreadyLoggedIn,
                 "this connection is already logged in",
                 id.as_ref(),
@@ -150,7 +161,7 @@ impl Session {
             return;
         }
         if logged_in && kind == RequestKind::Register {
-            out.push(fail(
+            out.push_back(fail(
                 Code::UnknownRequest,
                 "register is only available before login",
                 id.as_ref(),
@@ -158,7 +169,7 @@ impl Session {
             return;
         }
         if kind == RequestKind::Register && !self.ctx.config.registration_open {
-            out.push(fail(
+            out.push_back(fail(
                 Code::RegistrationClosed,
                 "registration is closed on this server",
                 id.as_ref(),
@@ -173,7 +184,7 @@ impl Session {
                         self.ctx.config.rate_limit,
                         bucket.wait().as_millis().max(1)
                     );
-                    out.push(fail(Code::RateLimited, &reason, id.as_ref()));
+                    out.push_back(fail(Code::RateLimited, &reason, id.as_ref()));
                     return;
                 }
             }
@@ -181,7 +192,7 @@ impl Session {
         let request = match Request::parse(kind, &env.info, self.ctx.config.max_text_bytes) {
             Ok(r) => r,
             Err(Rejection { code, reason }) => {
-                out.push(fail(code, &reason, id.as_ref()));
+                out.push_back(fail(code, &reason, id.as_ref()));
                 return;
             }
         };
@@ -199,16 +210,16 @@ impl Session {
                     }
                     Err(e) => internal(&e, id),
                 };
-                out.push(Outbound::Frame(frame));
+                out.push_back(Outbound::Frame(frame));
             }
-            Request::Ping => out.push(Outbound::Frame(reply::encode_reply(
+            Request::Ping => out.push_back(Outbound::Frame(reply::encode_reply(
                 Code::QueryOk,
                 &ReqEcho { req: "pong".into() },
                 id,
             ))),
             Request::Users => {
                 let users = self.ctx.hub.online_users();
-                out.push(Outbound::Frame(reply::encode_reply(
+                out.push_back(Outbound::Frame(reply::encode_reply(
                     Code::QueryOk,
                     &Users { users },
                     id,
@@ -225,28 +236,28 @@ impl Session {
                     Ok(messages) => reply::encode_reply(Code::QueryOk, &Messages { messages }, id),
                     Err(e) => internal(&e, id),
                 };
-                out.push(Outbound::Frame(frame));
+                out.push_back(Outbound::Frame(frame));
             }
             Request::Logout => {
                 if let State::LoggedIn { user, session, .. } = &self.state {
                     self.ctx.hub.unregister(user, self.conn.id);
                     if let Err(e) = self.ctx.accounts.close_session(session).await {
-                        out.push(Outbound::Frame(internal(&e, id)));
+                        out.push_back(Outbound::Frame(internal(&e, id)));
                         return;
                     }
                 }
                 self.state = State::Anonymous { failed_logins: 0 };
-                out.push(Outbound::Frame(reply::encode_reply(
+                out.push_back(Outbound::Frame(reply::encode_reply(
                     Code::QueryOk,
                     &ReqEcho {
                         req: "logout".into(),
                     },
                     id,
                 )));
-                out.push(Outbound::Close);
+                out.push_back(Outbound::Close);
             }
-            Request::Direct(d) => out.push(self.send(Some(d.to), d.text, d.nonce, id).await),
-            Request::Broadcast(b) => out.push(self.send(None, b.text, b.nonce, id).await),
+            Request::Direct(d) => out.push_back(self.send(Some(d.to), d.text, d.nonce, id).await),
+            Request::Broadcast(b) => out.push_back(self.send(None, b.text, b.nonce, id).await),
         }
     }
 
@@ -278,15 +289,15 @@ impl Session {
         }))
     }
 
-    async fn login(&mut self, login: Login, id: Option<&Id>, out: &mut Vec<Outbound>) {
+    async fn login(&mut self, login: Login, id: Option<&Id>, out: &mut VecDeque<Outbound>) {
         // Counted before any work, so a guesser spread over many connections pays too.
         if let Err(wait) = self.ctx.logins.attempt(self.peer, Instant::now()) {
             let reason = format!(
                 "too many logins from this address; try again in {} s",
                 wait.as_secs().max(1)
             );
-            out.push(fail(Code::TooManyAttempts, &reason, id));
-            out.push(Outbound::Close);
+            out.push_back(fail(Code::TooManyAttempts, &reason, id));
+            out.push_back(Outbound::Close);
             return;
         }
         let verified = match &login.credential {
@@ -305,32 +316,32 @@ impl Session {
             Err(e) => Err(e),
         };
         match verified {
-            Err(e) => out.push(Outbound::Frame(internal(&e, id))),
+            Err(e) => out.push_back(Outbound::Frame(internal(&e, id))),
             Ok(None) => {
                 let State::Anonymous { failed_logins } = &mut self.state else {
                     return;
                 };
                 *failed_logins += 1;
                 if *failed_logins >= self.ctx.config.max_failed_logins {
-                    out.push(fail(
+                    out.push_back(fail(
                         Code::TooManyAttempts,
                         "too many failed logins; closing the connection",
                         id,
                     ));
-                    out.push(Outbound::Close);
+                    out.push_back(Outbound::Close);
                 } else {
-                    out.push(fail(Code::BadCredentials, "wrong name or password", id));
+                    out.push_back(fail(Code::BadCredentials, "wrong name or password", id));
                 }
             }
             Ok(Some(session)) => {
                 let user: Arc<str> = Arc::from(login.user.as_str());
                 // Registering first means no message committed from now on can miss this
-                // connection; the writer's catch-up reads everything committed before.
-                self.ctx.hub.register(&user, self.conn.clone());
+                // connection; its catch-up reads everything committed before.
+                self.ctx.hub.register(user.clone(), self.conn.clone());
                 self.state = State::LoggedIn {
                     user: user.clone(),
                     acks: login.acks,
-                    session: session.clone(),
+                    session: session.as_str().into(),
                 };
                 let info = LoginOk {
                     user: login.user,
@@ -338,12 +349,12 @@ impl Session {
                     port: self.local_port,
                     heartbeat: heartbeat_number(self.ctx.config.heartbeat),
                 };
-                out.push(Outbound::Frame(reply::encode_reply(
+                out.push_back(Outbound::Frame(reply::encode_reply(
                     Code::LoginOk,
                     &info,
                     id,
                 )));
-                out.push(Outbound::StartDelivery {
+                out.push_back(Outbound::StartDelivery {
                     user,
                     acks: login.acks,
                 });
