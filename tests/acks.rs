@@ -142,3 +142,52 @@ async fn without_acks_a_written_message_counts_as_delivered() {
     assert!(drain(&mut bob).await.is_empty());
     s.stop().await;
 }
+
+/// The Rust client sends at most one ack per writer wake-up: a fast reader's acks
+/// coalesce. However they coalesce, and across a cut connection, what the
+/// application took and came back from ends up acknowledged.
+#[tokio::test]
+async fn the_clients_coalesced_acks_cover_what_was_taken() {
+    use moechat::{Client, ClientOptions, Incoming};
+    let s = TestServer::with_users().await;
+    let (alice, _a_in) = Client::connect("127.0.0.1", s.port()).await.unwrap();
+    alice.login("alice", "wonderland").await.unwrap();
+    let proxy = Proxy::start(s.addr).await;
+    async fn take(incoming: &mut Incoming, n: usize) -> Vec<u64> {
+        let mut got = Vec::new();
+        for _ in 0..n {
+            let m = tokio::time::timeout(WAIT, incoming.recv()).await;
+            got.push(m.expect("in time").unwrap().msg_id);
+        }
+        got
+    }
+    for cut in [false, true] {
+        let mut sent = Vec::new();
+        for i in 0..400 {
+            sent.push(alice.send("bob", &format!("m{i}")).await.unwrap().msg_id);
+        }
+        let options = ClientOptions {
+            reconnect: true,
+            ..ClientOptions::default()
+        };
+        let (bob, mut bob_in) = Client::connect_with("127.0.0.1", proxy.port, options)
+            .await
+            .unwrap();
+        bob.login("bob", "builder").await.unwrap();
+        let mut got = take(&mut bob_in, 200).await;
+        if cut {
+            proxy.cut();
+        }
+        got.extend(take(&mut bob_in, 200).await);
+        assert_eq!(got, sent, "every message once, in order (cut: {cut})");
+        // Time for a resumed connection to write its catch-up: an ack is honoured
+        // only for what its connection has written.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Logging out is coming back: the last message is acknowledged too.
+        bob.logout().await.unwrap();
+        let mut again = login_acks(&s, "bob").await;
+        assert!(drain(&mut again).await.is_empty(), "cut: {cut}");
+        drop(again);
+    }
+    s.stop().await;
+}

@@ -248,7 +248,17 @@ struct Shared {
     taken: AtomicU64,
     /// Highest direct `msg_id` acknowledged to the server.
     acked: AtomicU64,
+    /// The generation of the connection whose writer has an [`ACK_DUE`] marker still
+    /// queued (0: none): further acks only raise `acked`. Per connection, so a marker
+    /// stranded in a dead connection's queue holds back no other's acks.
+    ack_queued: AtomicU64,
 }
+
+/// Queued to the writer in place of an ack frame: "write an ack for `acked` as it is
+/// by then". A receiver taking messages faster than the writer runs sends one ack
+/// per writer wake-up instead of one per message; each still covers everything
+/// handled before it, so coalescing delays acks but never skips a message.
+const ACK_DUE: Bytes = Bytes::new();
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here leaves its data whole, so a poisoned lock is still usable.
@@ -267,9 +277,27 @@ impl Shared {
     /// Acknowledges what the application has finished with (see [`Incoming::recv`]).
     fn ack_taken(&self) {
         let taken = self.taken.load(Ordering::Acquire);
-        if taken > self.acked.fetch_max(taken, Ordering::AcqRel) {
-            // A lost ack only means a redelivery, which is dropped by msg_id.
-            let _ = self.out().try_send(encode_ack(taken));
+        // Raised before the marker is looked at: a writer clears the marker before it
+        // reads `acked`, so no ack falls between the two.
+        if taken <= self.acked.fetch_max(taken, Ordering::AcqRel) {
+            return;
+        }
+        let (out, generation) = {
+            let link = lock(&self.link);
+            (link.out.clone(), link.generation)
+        };
+        if self.ack_queued.swap(generation, Ordering::AcqRel) == generation {
+            return;
+        }
+        if out.try_send(ACK_DUE).is_err() {
+            // A lost ack only means a redelivery, which is dropped by msg_id; the
+            // next one may try again.
+            let _ = self.ack_queued.compare_exchange(
+                generation,
+                0,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
         }
     }
 
@@ -444,6 +472,7 @@ impl Client {
             last_direct: AtomicU64::new(0),
             taken: AtomicU64::new(0),
             acked: AtomicU64::new(0),
+            ack_queued: AtomicU64::new(0),
         });
         let first = attach(&shared, stream);
         *lock(&shared.link) = Link {
@@ -692,7 +721,7 @@ fn attach(shared: &Arc<Shared>, (rd, wr): (Reader, Writer)) -> Attached {
     let generation = shared.generations.fetch_add(1, Ordering::AcqRel) + 1;
     let (out_tx, out_rx) = mpsc::channel(SEND_QUEUE);
     let ended = CancellationToken::new();
-    tokio::spawn(write_loop(wr, out_rx, shared.stop.clone()));
+    tokio::spawn(write_loop(wr, out_rx, shared.clone(), generation));
     tokio::spawn(read_loop(
         rd,
         out_tx.clone(),
@@ -853,7 +882,13 @@ fn receipt(env: Envelope) -> Result<Sent, ClientError> {
     })
 }
 
-async fn write_loop(mut wr: Writer, mut out: mpsc::Receiver<Bytes>, stop: CancellationToken) {
+async fn write_loop(
+    mut wr: Writer,
+    mut out: mpsc::Receiver<Bytes>,
+    shared: Arc<Shared>,
+    generation: u64,
+) {
+    let stop = &shared.stop;
     // BytesMut: a write cut short by `stop` leaves exactly the unsent bytes behind.
     let mut buf = BytesMut::new();
     'run: loop {
@@ -862,9 +897,9 @@ async fn write_loop(mut wr: Writer, mut out: mpsc::Receiver<Bytes>, stop: Cancel
             _ = stop.cancelled() => break,
             f = out.recv() => match f { Some(f) => f, None => break },
         };
-        buf.extend_from_slice(&first);
+        queue_frame(&shared, generation, &mut buf, first);
         while let Ok(f) = out.try_recv() {
-            buf.extend_from_slice(&f);
+            queue_frame(&shared, generation, &mut buf, f);
             if buf.len() > 64 * 1024 {
                 break;
             }
@@ -882,13 +917,27 @@ async fn write_loop(mut wr: Writer, mut out: mpsc::Receiver<Bytes>, stop: Cancel
     }
     // Closing: what was queued before the close (a final ack) still goes out, briefly.
     while let Ok(f) = out.try_recv() {
-        buf.extend_from_slice(&f);
+        queue_frame(&shared, generation, &mut buf, f);
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = wr.write_all(&buf).await;
         let _ = wr.shutdown().await;
     })
     .await;
+}
+
+/// Adds a queued frame to the writer's buffer; [`ACK_DUE`] becomes the ack it stands for.
+fn queue_frame(shared: &Shared, generation: u64, buf: &mut BytesMut, frame: Bytes) {
+    if frame.is_empty() {
+        // Cleared before `acked` is read: an ack taken after this point queues a new marker.
+        let _ =
+            shared
+                .ack_queued
+                .compare_exchange(generation, 0, Ordering::AcqRel, Ordering::Acquire);
+        buf.extend_from_slice(&encode_ack(shared.acked.load(Ordering::Acquire)));
+    } else {
+        buf.extend_from_slice(&frame);
+    }
 }
 
 /// Hands a pushed message to the application, unless it is a repeat; `false` if the
