@@ -231,6 +231,8 @@ struct Shared {
     options: ClientOptions,
     dialer: Dialer,
     link: Mutex<Link>,
+    /// `link`'s generation, readable without its lock (the ack fast path).
+    link_generation: AtomicU64,
     /// `None` once the client has ended, so no request can wait forever.
     pending: Mutex<Option<Pending>>,
     next_id: AtomicU64,
@@ -283,6 +285,12 @@ impl Shared {
         // Raised before the marker is looked at: a writer clears the marker before it
         // reads `acked`, so no ack falls between the two.
         if taken <= self.acked.fetch_max(taken, Ordering::AcqRel) {
+            return;
+        }
+        // Per message on a busy receiver: a marker already waiting on the current
+        // connection will carry this ack too, no lock needed.
+        let queued = self.ack_queued.load(Ordering::Acquire);
+        if queued != 0 && queued == self.link_generation.load(Ordering::Acquire) {
             return;
         }
         let (out, generation) = {
@@ -476,12 +484,16 @@ impl Client {
             taken: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             ack_queued: AtomicU64::new(0),
+            link_generation: AtomicU64::new(0),
         });
         let first = attach(&shared, stream);
         *lock(&shared.link) = Link {
             out: first.out,
             generation: first.generation,
         };
+        shared
+            .link_generation
+            .store(first.generation, Ordering::Release);
         let owner = Arc::new(Owner {
             stop: shared.stop.clone(),
         });
@@ -805,6 +817,7 @@ async fn reconnect(shared: Arc<Shared>, cause: ClientError) {
                         out: out.clone(),
                         generation,
                     };
+                    shared.link_generation.store(generation, Ordering::Release);
                 }
                 let again: Vec<Bytes> = shared
                     .pending()
