@@ -186,3 +186,9 @@ def test_received_messages_equal_constructed_ones(server: moechat.Server) -> Non
     assert repr(m) == repr(made)
     with pytest.raises(AttributeError):
         m.text = "changed"  # type: ignore[misc]
+    # The same construction serves history and broadcasts.
+    assert bob.history("alice")[-1] == made
+    alice.broadcast("everyone")
+    b = bob.recv(timeout=5)
+    assert b is not None and (b.kind, b.recipient, b.sender) == ("broadcast", None, "alice")
+    assert isinstance(b, moechat.Message)

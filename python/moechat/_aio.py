@@ -77,17 +77,15 @@ class AsyncClient:
         *,
         timeout: float | None = None,
     ) -> list[Message]:
-        return [
-            Message._from_core(m) for m in await self._core.history(with_, limit, before, timeout)
-        ]
+        return await self._core.history(with_, limit, before, timeout)
 
     async def recv(self, timeout: float | None = None) -> Message | None:
         """The next pushed message, or ``None`` when ``timeout`` seconds pass first."""
         # Messages arrive in batches; those already here need no trip to the runtime.
-        raw = self._core.try_recv()
-        if raw is None:
-            raw = await self._core.recv(timeout)
-        return None if raw is None else Message._from_core(raw)
+        message = self._core.try_recv()
+        if message is None:
+            message = await self._core.recv(timeout)
+        return message
 
     def __aiter__(self) -> AsyncIterator[Message]:
         return self

@@ -88,15 +88,14 @@ class Client:
         timeout: float | None = None,
     ) -> list[Message]:
         """Stored messages with a user (``"*"`` for broadcasts), oldest first."""
-        return [Message._from_core(m) for m in self._core.history(with_, limit, before, timeout)]
+        return self._core.history(with_, limit, before, timeout)
 
     def recv(self, timeout: float | None = None) -> Message | None:
         """The next pushed message, or ``None`` when ``timeout`` seconds pass first.
 
         ``timeout=None`` waits until a message arrives; ``ConnectionClosed`` once the
         connection has ended."""
-        raw = self._core.recv(timeout)
-        return None if raw is None else Message._from_core(raw)
+        return self._core.recv(timeout)
 
     def __iter__(self) -> Iterator[Message]:
         """Messages until the connection closes."""

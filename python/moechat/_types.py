@@ -11,6 +11,8 @@ from typing import Literal
 class Message:
     """A chat message as pushed by the server or returned by ``history``."""
 
+    # The extension builds these itself, filling the instance dict field by field
+    # (PyMessage in src/python/client.rs): a field added here is added there too.
     msg_id: int
     kind: Literal["direct", "broadcast"]
     sender: str
@@ -23,23 +25,6 @@ class Message:
     def time(self) -> datetime.datetime:
         """``ts`` as an aware UTC datetime."""
         return datetime.datetime.fromtimestamp(self.ts / 1000, tz=datetime.timezone.utc)
-
-    @classmethod
-    def _from_core(cls, raw: tuple[int, str, str | None, str, int]) -> Message:
-        msg_id, sender, recipient, text, ts = raw
-        m = object.__new__(cls)
-        # Every received message passes here: filling the instance dict at once skips
-        # the frozen dataclass __init__'s object.__setattr__ per field (about 0.65 us
-        # instead of 0.77 us a message). The result is the same as Message(...).
-        m.__dict__.update(
-            msg_id=msg_id,
-            kind="broadcast" if recipient is None else "direct",
-            sender=sender,
-            recipient=recipient,
-            text=text,
-            ts=ts,
-        )
-        return m
 
 
 @dataclass(frozen=True)

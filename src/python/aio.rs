@@ -12,7 +12,7 @@ use pyo3::exceptions::PyTimeoutError;
 use pyo3::prelude::*;
 use pyo3_async_runtimes::tokio::future_into_py;
 
-use super::client::{message_tuple, receipt_tuple, MessageTuple};
+use super::client::{receipt_tuple, PyMessage};
 use super::inbox::Inbox;
 use super::{call_limit, client_error, connect_settings, seconds};
 use crate::client::{Client, ClientError};
@@ -189,7 +189,7 @@ impl AsyncClientCore {
         };
         self.run(py, timeout, move |c| async move {
             let messages = c.history(peer, limit, before).await?;
-            Ok(messages.into_iter().map(message_tuple).collect::<Vec<_>>())
+            Ok(messages.into_iter().map(PyMessage).collect::<Vec<_>>())
         })
     }
 
@@ -220,7 +220,7 @@ impl AsyncClientCore {
                 None => inbox.fill().await,
             };
             match filled {
-                Ok(()) => Ok(inbox.pop().map(message_tuple)),
+                Ok(()) => Ok(inbox.pop().map(PyMessage)),
                 Err(e) => Err(python_error(e)),
             }
         })
@@ -228,9 +228,9 @@ impl AsyncClientCore {
 
     /// A message already fetched, without awaiting (`None` if there is none, or if
     /// another `recv` is waiting): `AsyncClient.recv` tries this before it awaits.
-    fn try_recv(&self) -> Option<MessageTuple> {
+    fn try_recv(&self) -> Option<PyMessage> {
         let mut inbox = self.incoming.try_lock().ok()?;
-        inbox.pop().map(message_tuple)
+        inbox.pop().map(PyMessage)
     }
 
     fn close(&self) {

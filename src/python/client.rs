@@ -9,6 +9,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyType};
+use pyo3::intern;
 
 use super::inbox::Inbox;
 use super::{call_limit, client_error, connect_settings, runtime, seconds, wait, SLICE};
@@ -17,13 +20,51 @@ use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
 use crate::protocol::validate::BROADCAST_PEER;
 
-/// `(msg_id, sender, recipient, text, ts)`; the Python face turns it into a `Message`.
-pub(super) type MessageTuple = (u64, String, Option<String>, String, i64);
 /// `(msg_id, stored, recipients, duplicate)`; the Python face turns it into a `Receipt`.
 pub(super) type ReceiptTuple = (u64, bool, Option<u64>, bool);
 
-pub(super) fn message_tuple(m: ChatMessage) -> MessageTuple {
-    (m.msg_id, m.from, m.to, m.text, m.ts)
+/// A received message, converted into a `moechat.Message` (the frozen dataclass of
+/// `moechat/_types.py`) when it crosses into Python.
+///
+/// Built here rather than by the Python face from a tuple: every received message
+/// passes through this, and filling the instance's `__dict__` directly (as the
+/// dataclass's own frozen `__init__` would end up doing) skips a Python-level call and
+/// the tuple, about 0.2 us of the Python thread's time per message.
+pub(super) struct PyMessage(pub ChatMessage);
+
+impl<'py> IntoPyObject<'py> for PyMessage {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        static MESSAGE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        static OBJECT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        let class = MESSAGE.import(py, "moechat._types", "Message")?;
+        let object = OBJECT.import(py, "builtins", "object")?;
+        // object.__new__: an instance without running the dataclass's __init__.
+        let m = object.call_method1(intern!(py, "__new__"), (class,))?;
+        let fields = m.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+        let ChatMessage {
+            msg_id,
+            from,
+            to,
+            text,
+            ts,
+        } = self.0;
+        let kind = if to.is_some() {
+            intern!(py, "direct")
+        } else {
+            intern!(py, "broadcast")
+        };
+        fields.set_item(intern!(py, "msg_id"), msg_id)?;
+        fields.set_item(intern!(py, "kind"), kind)?;
+        fields.set_item(intern!(py, "sender"), from)?;
+        fields.set_item(intern!(py, "recipient"), to)?;
+        fields.set_item(intern!(py, "text"), text)?;
+        fields.set_item(intern!(py, "ts"), ts)?;
+        Ok(m)
+    }
 }
 
 pub(super) fn receipt_tuple(s: Sent) -> ReceiptTuple {
@@ -178,7 +219,7 @@ impl ClientCore {
         limit: u32,
         before: Option<u64>,
         timeout: Option<f64>,
-    ) -> PyResult<Vec<MessageTuple>> {
+    ) -> PyResult<Vec<PyMessage>> {
         let peer = if with_ == BROADCAST_PEER {
             Peer::Broadcasts
         } else {
@@ -187,7 +228,7 @@ impl ClientCore {
         let messages = self.run(py, timeout, move |c| async move {
             c.history(peer, limit, before).await
         })?;
-        Ok(messages.into_iter().map(message_tuple).collect())
+        Ok(messages.into_iter().map(PyMessage).collect())
     }
 
     #[pyo3(signature = (timeout = None))]
@@ -204,13 +245,13 @@ impl ClientCore {
     /// The next pushed message, or `None` once `timeout` seconds pass (`None` waits forever).
     /// Raises `ConnectionClosed` when the connection has ended and nothing is left.
     #[pyo3(signature = (timeout = None))]
-    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<MessageTuple>> {
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyMessage>> {
         let deadline = seconds(timeout, "timeout")?.map(|t| Instant::now() + t);
         // A message already fetched is handed out without releasing the GIL; a lock held
         // by a receiver on another thread sends this one down the slow path below.
         if let Ok(mut inbox) = self.incoming.try_lock() {
             if let Some(m) = inbox.pop() {
-                return Ok(Some(message_tuple(m)));
+                return Ok(Some(PyMessage(m)));
             }
         }
         let rt = runtime();
@@ -234,7 +275,7 @@ impl ClientCore {
                 }
             });
             match got {
-                Slice::Got(m) => return Ok(Some(message_tuple(m))),
+                Slice::Got(m) => return Ok(Some(PyMessage(m))),
                 Slice::Failed(e) => return Err(client_error(py, e)),
                 Slice::Nothing => {}
             }
