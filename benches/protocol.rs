@@ -74,6 +74,15 @@ fn encode(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("push", |b| b.iter(|| black_box(&message).encode_push()));
     group.finish();
+    // What every receiving client does per message (the Rust client, and so Python's).
+    let frame = message.encode_push();
+    let line = &frame[..frame.len() - 1];
+    let mut group = c.benchmark_group("client");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("parse push", |b| {
+        b.iter(|| ChatMessage::parse_push(black_box(line)))
+    });
+    group.finish();
 }
 
 criterion_group!(benches, codec, parse, encode);

@@ -54,7 +54,7 @@ impl Decoder for LineCodec {
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, CodecError> {
         loop {
-            let Some(pos) = buf[self.scanned..].iter().position(|&b| b == b'\n') else {
+            let Some(pos) = memchr::memchr(b'\n', &buf[self.scanned..]) else {
                 self.scanned = buf.len();
                 // One byte of slack: the line may still end in "\r\n".
                 if buf.len() > self.max_frame_bytes + 1 {

@@ -43,30 +43,44 @@ impl ChatMessage {
 
     /// The message of a push frame (`m`, 80–99, no `id`), parsed straight into its
     /// fields; `None` for any other frame, which then goes through [`Envelope`]'s
-    /// general parse. Receivers spend most of their time here, and skipping the
-    /// intermediate JSON tree halves the cost. `info` is only scanned until the frame
-    /// is known to be a push, so a reply costs little here before its real parse.
+    /// general parse. Receivers spend most of their time here: one pass, with no
+    /// intermediate JSON tree, and a reply fails at its `status` for little.
     ///
     /// [`Envelope`]: super::envelope::Envelope
     pub fn parse_push(line: &[u8]) -> Option<ChatMessage> {
         #[derive(Deserialize)]
-        struct Push<'a> {
-            #[serde(borrow)]
-            status: std::borrow::Cow<'a, str>,
+        struct Push {
+            status: MessageStatus,
             status_code: u8,
-            #[serde(borrow)]
-            info: &'a serde_json::value::RawValue,
+            info: ChatMessage,
             #[serde(default)]
             id: Option<serde::de::IgnoredAny>,
         }
-        let push: Push<'_> = serde_json::from_slice(line).ok()?;
-        let is_push = Status::from_wire(&push.status) == Some(Status::Message)
-            && MESSAGE_CODES.contains(&push.status_code)
-            && push.id.is_none();
-        if !is_push {
-            return None;
+        let push: Push = serde_json::from_slice(line).ok()?;
+        let _: MessageStatus = push.status;
+        (MESSAGE_CODES.contains(&push.status_code) && push.id.is_none()).then_some(push.info)
+    }
+}
+
+/// A `status` that must be `m`: anything else stops [`ChatMessage::parse_push`] there.
+struct MessageStatus;
+
+impl<'de> Deserialize<'de> for MessageStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = MessageStatus;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the status of a push")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<MessageStatus, E> {
+                match Status::from_wire(s) {
+                    Some(Status::Message) => Ok(MessageStatus),
+                    _ => Err(E::custom("not a push")),
+                }
+            }
         }
-        serde_json::from_str(push.info.get()).ok()
+        d.deserialize_str(Visit)
     }
 }
 
