@@ -177,11 +177,30 @@ fn parse_id(v: Value) -> Result<Id, &'static str> {
 /// with non-string keys) is a bug in this crate, so the frame falls back to an
 /// `e`/60 rather than panicking.
 pub fn encode(status: Status, code: u8, info: &impl Serialize, id: Option<&Id>) -> Bytes {
-    let mut out = Vec::with_capacity(96);
+    encode_sized(status, code, info, id, 0)
+}
+
+/// [`encode`], with room for `info_bytes` of `info` from the start (a push knows
+/// its size, and a frame that fits its first buffer is never copied to a larger one).
+pub(crate) fn encode_sized(
+    status: Status,
+    code: u8,
+    info: &impl Serialize,
+    id: Option<&Id>,
+    info_bytes: usize,
+) -> Bytes {
+    let mut out = Vec::with_capacity(96 + info_bytes);
     out.extend_from_slice(b"{\"status\":\"");
     out.extend_from_slice(status.as_str().as_bytes());
     out.extend_from_slice(b"\",\"status_code\":");
-    out.extend_from_slice(code.to_string().as_bytes());
+    // At most three digits, written without a String for each frame.
+    if code >= 100 {
+        out.push(b'0' + code / 100);
+    }
+    if code >= 10 {
+        out.push(b'0' + code / 10 % 10);
+    }
+    out.push(b'0' + code % 10);
     out.extend_from_slice(b",\"info\":");
     let start = out.len();
     if serde_json::to_writer(&mut out, info).is_err() {
@@ -218,6 +237,15 @@ pub fn encode_error(code: Code, error: &str, id: Option<&Id>) -> Bytes {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn status_codes_are_written_in_decimal() {
+        for code in [0u8, 7, 10, 42, 99, 100, 205, 255] {
+            let frame = encode(Status::Response, code, &json!({}), None);
+            let v: Value = serde_json::from_slice(&frame).unwrap();
+            assert_eq!(v["status_code"], u64::from(code), "{frame:?}");
+        }
+    }
 
     fn code_of(line: &str) -> Code {
         Envelope::parse(line.as_bytes()).unwrap_err().code()

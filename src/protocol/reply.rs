@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::code::{Code, Status};
-use super::envelope::{encode_code, Id, MESSAGE_CODES};
+use super::envelope::{encode_code, encode_sized, Id, MESSAGE_CODES};
 
 /// A stored chat message: the `info` of its `m`/80 or `m`/90 push, and an entry of `history`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +38,10 @@ impl ChatMessage {
 
     /// The push frame for this message; pushes carry no `id`.
     pub fn encode_push(&self) -> Bytes {
-        encode_code(self.code(), self, None)
+        let code = self.code();
+        // Field names and numbers fit in the base size; strings may grow when escaped.
+        let strings = self.from.len() + self.to.as_ref().map_or(0, String::len) + self.text.len();
+        encode_sized(code.status(), code.number(), self, None, 64 + strings)
     }
 
     /// The message of a push frame (`m`, 80–99, no `id`), parsed straight into its
