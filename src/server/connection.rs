@@ -302,9 +302,19 @@ impl Connection {
 
     /// Serves the connection until it is closed or has nothing left to do.
     async fn run(&mut self, io: &mut Io) -> End {
+        // One timer for the connection's life, moved only when it must be: a frame
+        // read pushes the deadline later without touching it (the timer, when it
+        // fires, finds the deadline moved and re-arms), and only an earlier deadline
+        // (draining) resets it at once. Re-arming a timer for every wake-up would
+        // cost a timer-wheel update per push and per read.
+        let timer = sleep_until(self.deadline);
+        tokio::pin!(timer);
         loop {
             if self.session.conn().is_closed() {
                 return End::Closed;
+            }
+            if self.deadline < timer.deadline() {
+                timer.as_mut().reset(self.deadline);
             }
             let starved = self.handle_input().await;
             if self.output.is_empty() && !self.unflushed {
@@ -333,7 +343,7 @@ impl Connection {
             let event = tokio::select! {
                 biased;
                 _ = self.session.ctx().shutdown.cancelled() => Event::Shutdown,
-                _ = sleep_until(self.deadline) => Event::Timer,
+                _ = &mut timer => Event::Timer,
                 frame = self.replies.front_ready(), if committing => Event::Ready(frame),
                 page = next_page(&mut self.catch_up), if idle_out && catching_up => Event::Page(page),
                 progress = poll_fn(|cx| {
@@ -344,7 +354,12 @@ impl Connection {
             match event {
                 Event::Signal => {}
                 Event::Shutdown => self.session.conn().close(Code::ShuttingDown),
-                Event::Timer => self.on_timer(),
+                Event::Timer => {
+                    if Instant::now() >= self.deadline {
+                        self.on_timer();
+                    }
+                    timer.as_mut().reset(self.deadline);
+                }
                 Event::Ready(frame) => append(&mut self.output, &frame),
                 Event::Page(page) => self.take_page(page),
                 Event::Io(progress) => {
