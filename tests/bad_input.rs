@@ -482,3 +482,36 @@ async fn logins_per_address_are_capped() {
     assert_eq!(other.login("carol", "singer").await["status_code"], 10);
     s.stop().await;
 }
+
+/// A client that sends requests and never reads the answers fills both sockets'
+/// buffers; the server then stops reading it (it owes at most 256 answers), keeps
+/// serving everyone else, and closes it after two silent heartbeat intervals, though
+/// no goodbye can reach it.
+#[tokio::test]
+async fn a_client_that_never_reads_is_no_longer_read_then_closed() {
+    let config = ServerConfig {
+        heartbeat: Duration::from_millis(500),
+        ..ServerConfig::ephemeral()
+    };
+    let s = TestServer::with_users_config(config).await;
+    let mut c = s.logged_in("alice").await;
+    let ping = format!("{}\n", query(json!({"req": "ping"})));
+    // 64 MiB of pings: far more answers than the socket buffers can hold.
+    let burst = ping.repeat((64 << 20) / ping.len());
+    let writer = tokio::spawn(async move { c.try_send_bytes(burst.as_bytes()).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !writer.is_finished(),
+        "the server stopped reading the burst"
+    );
+    // Fresh connections each time: with a half-second heartbeat, an idle one would
+    // see the server's ping before its pong.
+    s.logged_in("bob").await.assert_serving().await;
+    let written = tokio::time::timeout(Duration::from_secs(15), writer)
+        .await
+        .expect("the server closed the connection")
+        .unwrap();
+    assert!(written.is_err(), "the write ends in a closed connection");
+    s.logged_in("bob").await.assert_serving().await;
+    s.stop().await;
+}

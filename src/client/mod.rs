@@ -282,14 +282,15 @@ impl Shared {
     /// Acknowledges what the application has finished with (see [`Incoming::recv`]).
     fn ack_taken(&self) {
         let taken = self.taken.load(Ordering::Acquire);
-        // Raised before the marker is looked at: a writer clears the marker before it
-        // reads `acked`, so no ack falls between the two.
-        if taken <= self.acked.fetch_max(taken, Ordering::AcqRel) {
+        // Raised before the marker is looked at, while a writer clears the marker
+        // before it reads `acked`: one of the two sees the other's write, so no ack
+        // falls between them (which takes SeqCst on both sides).
+        if taken <= self.acked.fetch_max(taken, Ordering::SeqCst) {
             return;
         }
         // Per message on a busy receiver: a marker already waiting on the current
         // connection will carry this ack too, no lock needed.
-        let queued = self.ack_queued.load(Ordering::Acquire);
+        let queued = self.ack_queued.load(Ordering::SeqCst);
         if queued != 0 && queued == self.link_generation.load(Ordering::Acquire) {
             return;
         }
@@ -297,7 +298,7 @@ impl Shared {
             let link = lock(&self.link);
             (link.out.clone(), link.generation)
         };
-        if self.ack_queued.swap(generation, Ordering::AcqRel) == generation {
+        if self.ack_queued.swap(generation, Ordering::SeqCst) == generation {
             return;
         }
         if out.try_send(ACK_DUE).is_err() {
@@ -986,14 +987,15 @@ impl Batch<'_> {
         if !std::mem::take(&mut self.ack_due) {
             return;
         }
-        // Cleared before `acked` is read: an ack taken after this point queues a new marker.
+        // Cleared before `acked` is read: an ack taken after this point queues a new
+        // marker (SeqCst, like `ack_taken`'s side).
         let _ = self.shared.ack_queued.compare_exchange(
             self.generation,
             0,
-            Ordering::AcqRel,
-            Ordering::Acquire,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
         );
-        let acked = self.shared.acked.load(Ordering::Acquire);
+        let acked = self.shared.acked.load(Ordering::SeqCst);
         self.buf.extend_from_slice(&encode_ack(acked));
     }
 }
