@@ -217,9 +217,8 @@ enum End {
 
 /// What woke the connection.
 enum Event {
-    /// A push or a close ([`Conn::signalled`]).
+    /// A push or a close ([`Conn::signalled`]; shutdown closes every connection).
     Signal,
-    Shutdown,
     Timer,
     Ready(Bytes),
     Page(Page),
@@ -284,6 +283,7 @@ struct Connection {
 impl Connection {
     fn new(ctx: Arc<Context>, local_port: u16, peer: std::net::IpAddr) -> Connection {
         let conn = Arc::new(Conn::new(ctx.next_conn_id(), ctx.config.outbound_queue));
+        ctx.connections.add(conn.clone(), &ctx.shutdown);
         Connection {
             session: Session::new(ctx.clone(), conn, local_port, peer),
             codec: LineCodec::new(ctx.config.max_frame_bytes),
@@ -336,24 +336,33 @@ impl Connection {
             }
             let idle_out = self.output.is_empty() && !self.unflushed;
             let catching_up = self.catch_up.is_some();
-            let committing = idle_out && !catching_up && self.replies.waiting_on_commit();
-            let want_read = self.reading && starved && self.replies.queue.len() < MAX_IN_FLIGHT;
-            // The signal (a push or a close) comes last: a close is seen at the top of
-            // the loop whatever woke it, and pushes are gathered there too.
+            let wants = Wants {
+                commit: idle_out && !catching_up && self.replies.waiting_on_commit(),
+                page: idle_out && catching_up,
+                read: self.reading && starved && self.replies.queue.len() < MAX_IN_FLIGHT,
+            };
+            // Three futures, the fewest that cover everything: the timer; one poll of
+            // the socket, the commit awaited and the catch-up page; and the signal (a
+            // push or a close: a close is seen at the top of the loop whatever woke
+            // it, and pushes are gathered there too). Each future is laid out in every
+            // idle connection's task, so fewer is less memory.
             let event = tokio::select! {
                 biased;
-                _ = self.session.ctx().shutdown.cancelled() => Event::Shutdown,
                 _ = &mut timer => Event::Timer,
-                frame = self.replies.front_ready(), if committing => Event::Ready(frame),
-                page = next_page(&mut self.catch_up), if idle_out && catching_up => Event::Page(page),
-                progress = poll_fn(|cx| {
-                    poll_io(cx, io, &mut self.output, &mut self.unflushed, &mut self.input, want_read)
-                }) => Event::Io(progress),
+                event = poll_fn(|cx| poll_work(
+                    cx,
+                    wants,
+                    io,
+                    &mut self.replies,
+                    &mut self.catch_up,
+                    &mut self.output,
+                    &mut self.unflushed,
+                    &mut self.input,
+                )) => event,
                 _ = self.session.conn().signalled() => Event::Signal,
             };
             match event {
                 Event::Signal => {}
-                Event::Shutdown => self.session.conn().close(Code::ShuttingDown),
                 Event::Timer => {
                     if Instant::now() >= self.deadline {
                         self.on_timer();
@@ -551,7 +560,52 @@ impl Drop for Connection {
         // stops routing to it.
         self.stop_reading();
         self.session.conn().detach();
+        let id = self.session.conn().id;
+        self.session.ctx().connections.remove(id);
     }
+}
+
+/// What the connection waits for besides its timer and its signal.
+#[derive(Clone, Copy)]
+struct Wants {
+    /// The answer at the front is waiting for its commit.
+    commit: bool,
+    /// A catch-up page is on its way, and the output is empty to take it.
+    page: bool,
+    /// More requests may be read.
+    read: bool,
+}
+
+/// Polls, in this order, the commit the front answer waits for, the catch-up page,
+/// and the socket (see [`poll_io`]).
+#[allow(clippy::too_many_arguments)]
+fn poll_work(
+    cx: &mut TaskContext<'_>,
+    wants: Wants,
+    io: &mut Io,
+    replies: &mut Replies,
+    catch_up: &mut Option<CatchUp>,
+    output: &mut BytesMut,
+    unflushed: &mut bool,
+    input: &mut BytesMut,
+) -> Poll<Event> {
+    if wants.commit {
+        if let Some(Outbound::Pending(reply)) = replies.queue.front_mut() {
+            if let Poll::Ready(frame) = reply.as_mut().poll(cx) {
+                replies.queue.pop_front();
+                return Poll::Ready(Event::Ready(frame));
+            }
+        }
+    }
+    if wants.page {
+        if let Some(page) = catch_up {
+            // Polled again only after `take_page` has replaced it.
+            if let Poll::Ready(p) = page.as_mut().poll(cx) {
+                return Poll::Ready(Event::Page(p));
+            }
+        }
+    }
+    poll_io(cx, io, output, unflushed, input, wants.read).map(Event::Io)
 }
 
 /// Polls the socket once for everything the connection wants from it: writing
@@ -608,14 +662,6 @@ fn poll_io(
     }
 }
 
-/// The next catch-up page, when one is being fetched.
-async fn next_page(catch_up: &mut Option<CatchUp>) -> Page {
-    match catch_up {
-        Some(page) => page.as_mut().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Appends `bytes` to `buf`, giving an unallocated buffer room for a whole batch.
 fn append(buf: &mut BytesMut, bytes: &[u8]) {
     if buf.capacity() == 0 {
@@ -666,18 +712,6 @@ impl Replies {
 
     fn waiting_on_commit(&self) -> bool {
         matches!(self.queue.front(), Some(Outbound::Pending(_)))
-    }
-
-    /// The frame of the pending answer at the front, once it is ready.
-    async fn front_ready(&mut self) -> Bytes {
-        match self.queue.front_mut() {
-            Some(Outbound::Pending(reply)) => {
-                let frame = reply.as_mut().await;
-                self.queue.pop_front();
-                frame
-            }
-            _ => std::future::pending().await,
-        }
     }
 }
 
