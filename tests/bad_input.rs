@@ -489,11 +489,7 @@ async fn logins_per_address_are_capped() {
 /// no goodbye can reach it.
 #[tokio::test]
 async fn a_client_that_never_reads_is_no_longer_read_then_closed() {
-    let config = ServerConfig {
-        heartbeat: Duration::from_millis(500),
-        ..ServerConfig::ephemeral()
-    };
-    let s = TestServer::with_users_config(config).await;
+    let s = TestServer::with_heartbeat(Duration::from_millis(500)).await;
     let mut c = s.logged_in("alice").await;
     let ping = format!("{}\n", query(json!({"req": "ping"})));
     // 64 MiB of pings: far more answers than the socket buffers can hold.

@@ -49,6 +49,15 @@ impl TestServer {
         s
     }
 
+    /// [`TestServer::with_users`] with a heartbeat of `interval`.
+    pub async fn with_heartbeat(interval: Duration) -> TestServer {
+        TestServer::with_users_config(ServerConfig {
+            heartbeat: interval,
+            ..ServerConfig::ephemeral()
+        })
+        .await
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
