@@ -53,14 +53,15 @@ impl ChatMessage {
     pub fn parse_push(line: &[u8]) -> Option<ChatMessage> {
         #[derive(Deserialize)]
         struct Push {
-            status: MessageStatus,
+            // Never read: parsing it is the check (anything but `m` fails here).
+            #[serde(rename = "status")]
+            _status: MessageStatus,
             status_code: u8,
             info: ChatMessage,
             #[serde(default)]
             id: Option<serde::de::IgnoredAny>,
         }
         let push: Push = serde_json::from_slice(line).ok()?;
-        let _: MessageStatus = push.status;
         (MESSAGE_CODES.contains(&push.status_code) && push.id.is_none()).then_some(push.info)
     }
 }

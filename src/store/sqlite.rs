@@ -429,7 +429,8 @@ fn run_batch(
         }
     };
     // Recipients seen in this transaction: one lookup per recipient, not per message.
-    // Only this thread writes users, and a create or delete in the batch clears it.
+    // Only this thread writes users, and a delete in the batch clears it (a create
+    // cannot make a known recipient unknown).
     let mut known = HashSet::new();
     let mut cursor_result = Ok(());
     for (user, id) in &pending_cursors {
@@ -462,7 +463,6 @@ fn run_batch(
         }
         done.push(match command {
             Command::CreateUser { name, hash, reply } => {
-                known.clear();
                 Done::Unit(reply, create_user(&tx, name, &hash))
             }
             Command::PasswordHash { name, reply } => Done::Hash(reply, password_hash(&tx, &name)),
