@@ -1012,15 +1012,21 @@ async fn deliver(
     if m.to.is_some() && shared.last_direct.fetch_max(m.msg_id, Ordering::AcqRel) >= m.msg_id {
         return true;
     }
-    if let Some(incoming) = incoming {
-        // A full queue means the application is slow: stop reading, let the server judge.
-        tokio::select! {
-            biased;
-            _ = shared.stop.cancelled() => return false,
-            _ = incoming.send(m) => {}
-        }
+    let Some(incoming) = incoming else {
+        return true;
+    };
+    // Room in the queue is the usual case, and needs no future.
+    let m = match incoming.try_send(m) {
+        Ok(()) => return true,
+        Err(mpsc::error::TrySendError::Closed(_)) => return true,
+        Err(mpsc::error::TrySendError::Full(m)) => m,
+    };
+    // A full queue means the application is slow: stop reading, let the server judge.
+    tokio::select! {
+        biased;
+        _ = shared.stop.cancelled() => false,
+        _ = incoming.send(m) => true,
     }
-    true
 }
 
 async fn read_loop(
@@ -1036,10 +1042,13 @@ async fn read_loop(
         code: None,
         reason: "the server closed the connection".into(),
     };
+    // One waiter for the whole loop rather than one per frame.
+    let stop = shared.stop.cancelled();
+    tokio::pin!(stop);
     loop {
         let next = tokio::select! {
             biased;
-            _ = shared.stop.cancelled() => break,
+            _ = &mut stop => break,
             n = frames.next() => n,
         };
         let line = match next {

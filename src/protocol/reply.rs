@@ -51,6 +51,11 @@ impl ChatMessage {
     ///
     /// [`Envelope`]: super::envelope::Envelope
     pub fn parse_push(line: &[u8]) -> Option<ChatMessage> {
+        canonical_push(line).or_else(|| Self::parse_push_general(line))
+    }
+
+    /// Any JSON spelling of a push: other key orders, escapes, unknown fields.
+    fn parse_push_general(line: &[u8]) -> Option<ChatMessage> {
         #[derive(Deserialize)]
         struct Push {
             // Never read: parsing it is the check (anything but `m` fails here).
@@ -63,6 +68,93 @@ impl ChatMessage {
         }
         let push: Push = serde_json::from_slice(line).ok()?;
         (MESSAGE_CODES.contains(&push.status_code) && push.id.is_none()).then_some(push.info)
+    }
+}
+
+/// The push exactly as [`ChatMessage::encode_push`] spells it, strings without
+/// escapes, or `None` (and the general parse decides). Every MoeChat server writes
+/// this layout, so a receiver reads its frames with a few comparisons and one
+/// UTF-8 check per string instead of a JSON parse; what it accepts, the general
+/// parse accepts with the same result (a test below holds the two together).
+fn canonical_push(line: &[u8]) -> Option<ChatMessage> {
+    let mut s = Scan(line);
+    s.literal(b"{\"status\":\"m\",\"status_code\":")?;
+    if !MESSAGE_CODES.contains(&u8::try_from(s.natural()?).ok()?) {
+        return None;
+    }
+    s.literal(b",\"info\":{\"msg_id\":")?;
+    let msg_id = s.natural()?;
+    s.literal(b",\"from\":")?;
+    let from = s.string()?;
+    let to = match s.literal(b",\"to\":") {
+        Some(()) => Some(s.string()?),
+        None => None,
+    };
+    s.literal(b",\"text\":")?;
+    let text = s.string()?;
+    s.literal(b",\"ts\":")?;
+    let ts = s.integer()?;
+    s.literal(b"}}")?;
+    s.0.is_empty().then_some(ChatMessage {
+        msg_id,
+        from,
+        to,
+        text,
+        ts,
+    })
+}
+
+/// What is left of a line being read by [`canonical_push`].
+struct Scan<'a>(&'a [u8]);
+
+impl Scan<'_> {
+    fn literal(&mut self, expected: &[u8]) -> Option<()> {
+        self.0 = self.0.strip_prefix(expected)?;
+        Some(())
+    }
+
+    /// A JSON number that is a whole non-negative `u64`: digits, no leading zero.
+    fn natural(&mut self) -> Option<u64> {
+        let digits = self.0.iter().take_while(|b| b.is_ascii_digit()).count();
+        let (number, rest) = self.0.split_at(digits);
+        if digits == 0 || (number[0] == b'0' && digits > 1) {
+            return None;
+        }
+        let mut value: u64 = 0;
+        for d in number {
+            value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+        }
+        self.0 = rest;
+        Some(value)
+    }
+
+    fn integer(&mut self) -> Option<i64> {
+        match self.0.strip_prefix(b"-") {
+            Some(rest) => {
+                self.0 = rest;
+                let magnitude = self.natural()?;
+                0i64.checked_sub_unsigned(magnitude)
+            }
+            None => i64::try_from(self.natural()?).ok(),
+        }
+    }
+
+    /// A JSON string with no escape in it (anything else is left to the general parse).
+    fn string(&mut self) -> Option<String> {
+        let rest = self.0.strip_prefix(b"\"")?;
+        let end = memchr::memchr(b'"', rest)?;
+        let raw = &rest[..end];
+        // A backslash is an escape, a control character is invalid JSON. No early exit:
+        // the whole-slice fold compiles to vector compares.
+        if raw
+            .iter()
+            .fold(false, |bad, &b| bad | (b == b'\\') | (b < 0x20))
+        {
+            return None;
+        }
+        let text = std::str::from_utf8(raw).ok()?.to_owned();
+        self.0 = &rest[end + 1..];
+        Some(text)
     }
 }
 
@@ -213,6 +305,82 @@ mod tests {
     }
 
     use super::*;
+    use proptest::prelude::*;
+
+    fn any_message() -> impl Strategy<Value = ChatMessage> {
+        // Any text, escapes and all; names from the characters a name may hold.
+        (
+            any::<u64>(),
+            "[a-z0-9_]{1,8}",
+            proptest::option::of("[a-z0-9_]{1,8}"),
+            any::<String>(),
+            any::<i64>(),
+        )
+            .prop_map(|(msg_id, from, to, text, ts)| ChatMessage {
+                msg_id,
+                from,
+                to,
+                text,
+                ts,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_encoded_push_parses_back(m in any_message()) {
+            let frame = m.encode_push();
+            prop_assert_eq!(ChatMessage::parse_push(&frame[..frame.len() - 1]), Some(m));
+        }
+
+        /// The fast path may decline a frame, never read it differently: a push with
+        /// one byte changed (or cut short) parses to what the general parse says, or
+        /// is declined.
+        #[test]
+        fn the_canonical_reading_agrees_with_the_general_parse(
+            m in any_message(),
+            at in any::<prop::sample::Index>(),
+            byte in prop_oneof![
+                Just(b'"'), Just(b'\\'), Just(b'0'), Just(b'9'), Just(b'-'), Just(b'.'),
+                Just(b'e'), Just(b','), Just(b'}'), Just(0x1f), Just(0xff), any::<u8>(),
+            ],
+            cut in any::<bool>(),
+        ) {
+            let frame = m.encode_push();
+            let mut line = frame[..frame.len() - 1].to_vec();
+            let i = at.index(line.len());
+            if cut {
+                line.truncate(i);
+            } else {
+                line[i] = byte;
+            }
+            if let Some(fast) = canonical_push(&line) {
+                prop_assert_eq!(Some(fast), ChatMessage::parse_push_general(&line));
+            }
+        }
+    }
+
+    #[test]
+    fn the_canonical_reading_declines_what_it_does_not_spell() {
+        for line in [
+            // Escapes, another key order, spaces, a float, a leading zero, a negative msg_id.
+            &br#"{"status":"m","status_code":80,"info":{"msg_id":1,"from":"a","to":"b","text":"\n","ts":1}}"#[..],
+            br#"{"status_code":80,"status":"m","info":{"msg_id":1,"from":"a","to":"b","text":"x","ts":1}}"#,
+            br#"{"status":"m", "status_code":80,"info":{"msg_id":1,"from":"a","to":"b","text":"x","ts":1}}"#,
+            br#"{"status":"m","status_code":80,"info":{"msg_id":1.0,"from":"a","to":"b","text":"x","ts":1}}"#,
+            br#"{"status":"m","status_code":80,"info":{"msg_id":01,"from":"a","to":"b","text":"x","ts":1}}"#,
+            br#"{"status":"m","status_code":80,"info":{"msg_id":-1,"from":"a","to":"b","text":"x","ts":1}}"#,
+            br#"{"status":"m","status_code":80,"info":{"msg_id":1,"from":"a","to":"b","text":"x","ts":1}} "#,
+        ] {
+            assert_eq!(canonical_push(line), None, "{}", String::from_utf8_lossy(line));
+        }
+        let negative_ts =
+            br#"{"status":"m","status_code":90,"info":{"msg_id":1,"from":"a","text":"x","ts":-5}}"#;
+        assert_eq!(canonical_push(negative_ts).map(|m| m.ts), Some(-5));
+        assert_eq!(
+            canonical_push(negative_ts),
+            ChatMessage::parse_push_general(negative_ts)
+        );
+    }
 
     #[test]
     fn pushes_match_the_protocol_shape() {
