@@ -89,6 +89,31 @@ def test_recv_timeout_returns_none(server: moechat.Server) -> None:
     assert 0.15 < time.monotonic() - start < 5
 
 
+def test_timeouts_past_the_clock_are_value_errors_or_no_limit(server: moechat.Server) -> None:
+    """Too large for a duration: ValueError. A duration too far off to be a deadline:
+    waits like no limit. Neither may panic (both did)."""
+    with pytest.raises(ValueError, match="too large"):
+        moechat.Client("127.0.0.1", server.port, timeout=1e30)
+    with pytest.raises(ValueError, match="too large"):
+        moechat.Server(heartbeat=1e30)
+    c = logged_in(server, "alice")
+    with pytest.raises(ValueError, match="too large"):
+        c.recv(timeout=1e30)
+    assert c.ping(timeout=1e19) >= 0
+    c.send("alice", "to myself")
+    m = c.recv(timeout=1e19)
+    assert m is not None and m.text == "to myself"
+    # Attributes are stored the way a dataclass stores them.
+    assert vars(m) == {
+        "msg_id": m.msg_id,
+        "kind": "direct",
+        "sender": "alice",
+        "recipient": "alice",
+        "text": "to myself",
+        "ts": m.ts,
+    }
+
+
 def test_takeover_closes_the_old_client_with_64(server: moechat.Server) -> None:
     old = logged_in(server, "alice")
     logged_in(server, "alice")

@@ -755,14 +755,15 @@ fn attach(shared: &Arc<Shared>, (rd, wr): (Reader, Writer)) -> Attached {
 /// Reconnects with backoff and resumes the session, then sends again what waits for
 /// an answer; gives up (ending the client with `cause`) after `reconnect_for`.
 async fn reconnect(shared: Arc<Shared>, cause: ClientError) {
-    let deadline = Instant::now() + shared.options.reconnect_for;
+    // A `reconnect_for` too long for the clock to add means "keep trying".
+    let deadline = Instant::now().checked_add(shared.options.reconnect_for);
     let mut delay = BACKOFF_FIRST;
     loop {
         tokio::select! {
             _ = shared.stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             shared.finish(cause);
             return;
         }

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyType};
+use pyo3::types::{PyString, PyType};
 
 use super::inbox::Inbox;
-use super::{call_limit, client_error, connect_settings, runtime, seconds, wait, SLICE};
+use super::{call_limit, client_error, connect_settings, deadline, runtime, seconds, wait, SLICE};
 use crate::client::{Client, Sent};
 use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
@@ -27,9 +27,8 @@ pub(super) type ReceiptTuple = (u64, bool, Option<u64>, bool);
 /// `moechat/_types.py`) when it crosses into Python.
 ///
 /// Built here rather than by the Python face from a tuple: every received message
-/// passes through this, and filling the instance's `__dict__` directly (as the
-/// dataclass's own frozen `__init__` would end up doing) skips a Python-level call and
-/// the tuple, about 0.2 us of the Python thread's time per message.
+/// passes through this, and setting the fields directly (as the dataclass's own
+/// frozen `__init__` ends up doing) skips a Python-level call and the tuple.
 pub(super) struct PyMessage(pub ChatMessage);
 
 impl<'py> IntoPyObject<'py> for PyMessage {
@@ -39,12 +38,13 @@ impl<'py> IntoPyObject<'py> for PyMessage {
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         static MESSAGE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
-        static OBJECT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+        static NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         let class = MESSAGE.import(py, "moechat._types", "Message")?;
-        let object = OBJECT.import(py, "builtins", "object")?;
+        let new = NEW.get_or_try_init(py, || {
+            Ok::<_, PyErr>(py.get_type::<PyAny>().getattr("__new__")?.unbind())
+        })?;
         // object.__new__: an instance without running the dataclass's __init__.
-        let m = object.call_method1(intern!(py, "__new__"), (class,))?;
-        let fields = m.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+        let m = new.bind(py).call1((class,))?;
         let ChatMessage {
             msg_id,
             from,
@@ -57,12 +57,26 @@ impl<'py> IntoPyObject<'py> for PyMessage {
         } else {
             intern!(py, "broadcast")
         };
-        fields.set_item(intern!(py, "msg_id"), msg_id)?;
-        fields.set_item(intern!(py, "kind"), kind)?;
-        fields.set_item(intern!(py, "sender"), from)?;
-        fields.set_item(intern!(py, "recipient"), to)?;
-        fields.set_item(intern!(py, "text"), text)?;
-        fields.set_item(intern!(py, "ts"), ts)?;
+        let set = |name: &Bound<'py, PyString>, value: Bound<'py, PyAny>| -> PyResult<()> {
+            // object.__setattr__, as the dataclass's frozen __init__ itself does. Unlike
+            // filling `__dict__`, it keeps the instance's attribute values inline
+            // (CPython 3.11+), so no dict is built for each message.
+            // SAFETY: all three pointers are live objects held by `Bound`s for the call.
+            let rc = unsafe {
+                pyo3::ffi::PyObject_GenericSetAttr(m.as_ptr(), name.as_ptr(), value.as_ptr())
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(PyErr::fetch(py))
+            }
+        };
+        set(intern!(py, "msg_id"), msg_id.into_pyobject(py)?.into_any())?;
+        set(intern!(py, "kind"), kind.clone().into_any())?;
+        set(intern!(py, "sender"), from.into_pyobject(py)?.into_any())?;
+        set(intern!(py, "recipient"), to.into_pyobject(py)?.into_any())?;
+        set(intern!(py, "text"), text.into_pyobject(py)?.into_any())?;
+        set(intern!(py, "ts"), ts.into_pyobject(py)?.into_any())?;
         Ok(m)
     }
 }
@@ -246,14 +260,16 @@ impl ClientCore {
     /// Raises `ConnectionClosed` when the connection has ended and nothing is left.
     #[pyo3(signature = (timeout = None))]
     fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<PyMessage>> {
-        let deadline = seconds(timeout, "timeout")?.map(|t| Instant::now() + t);
-        // A message already fetched is handed out without releasing the GIL; a lock held
-        // by a receiver on another thread sends this one down the slow path below.
+        let limit = seconds(timeout, "timeout")?;
+        // A message already fetched is handed out without releasing the GIL (or reading
+        // the clock); a lock held by a receiver on another thread sends this one down
+        // the slow path below.
         if let Ok(mut inbox) = self.incoming.try_lock() {
             if let Some(m) = inbox.pop() {
                 return Ok(Some(PyMessage(m)));
             }
         }
+        let deadline = deadline(limit);
         let rt = runtime();
         loop {
             let slice = match deadline {

@@ -49,7 +49,7 @@ where
 {
     let rt = runtime();
     let mut handle = rt.spawn(fut);
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = deadline(timeout);
     loop {
         let slice = match deadline {
             Some(d) => d.saturating_duration_since(Instant::now()).min(SLICE),
@@ -81,11 +81,19 @@ where
 fn seconds(value: Option<f64>, what: &str) -> PyResult<Option<Duration>> {
     match value {
         None => Ok(None),
-        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) if s.is_finite() && s >= 0.0 => Duration::try_from_secs_f64(s)
+            .map(Some)
+            .map_err(|_| PyValueError::new_err(format!("{what} of {s} seconds is too large"))),
         Some(s) => Err(PyValueError::new_err(format!(
             "{what} must be a non-negative number of seconds, not {s}"
         ))),
     }
+}
+
+/// When a wait of `limit` from now ends; `None` for no limit, and for one so far off
+/// that the clock cannot name it (which waits as long as no limit does).
+fn deadline(limit: Option<Duration>) -> Option<Instant> {
+    limit.and_then(|t| Instant::now().checked_add(t))
 }
 
 /// A call's timeout: its own when given, else the client's default.
