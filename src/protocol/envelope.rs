@@ -177,19 +177,7 @@ fn parse_id(v: Value) -> Result<Id, &'static str> {
 /// with non-string keys) is a bug in this crate, so the frame falls back to an
 /// `e`/60 rather than panicking.
 pub fn encode(status: Status, code: u8, info: &impl Serialize, id: Option<&Id>) -> Bytes {
-    encode_sized(status, code, info, id, 0)
-}
-
-/// [`encode`], with room for `info_bytes` of `info` from the start (a push knows
-/// its size, and a frame that fits its first buffer is never copied to a larger one).
-pub(crate) fn encode_sized(
-    status: Status,
-    code: u8,
-    info: &impl Serialize,
-    id: Option<&Id>,
-    info_bytes: usize,
-) -> Bytes {
-    let mut out = Vec::with_capacity(96 + info_bytes);
+    let mut out = Vec::with_capacity(96);
     out.extend_from_slice(b"{\"status\":\"");
     out.extend_from_slice(status.as_str().as_bytes());
     out.extend_from_slice(b"\",\"status_code\":");
