@@ -148,7 +148,8 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> StoreFuture<'_, Vec<ChatMessage>>;
     /// Records that every direct message to `user` up to `msg_id` was written to its connection.
-    /// Never blocks; cursors are coalesced and written with the next group commit.
+    /// Never blocks, and reads see it at once; cursors are coalesced and written with the
+    /// next transaction that writes anyway, or on their own within about 100 ms.
     fn advance_cursor(&self, user: &str, msg_id: u64);
     /// Records a resumable session (`token_hash` identifies it) valid until `expires_ms`;
     /// sessions already expired are forgotten on the way.

@@ -6,10 +6,13 @@
 //! commit): messages that arrive while a transaction commits go into the next
 //! one, so durability costs one fsync per batch, not per message. Only after
 //! the commit does it route the batch's messages, in `msg_id` order, and answer
-//! the callers; so nothing is acknowledged before it is on disk.
+//! the callers; so nothing is acknowledged before it is on disk. Delivery cursors
+//! are the exception that may lag: they ride on the next transaction that writes
+//! anyway, or get one of their own [`CURSOR_DELAY`] later, so a batch of reads
+//! (a receiver fetching its backlog while it acks) stays a read with no fsync.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,6 +30,10 @@ use crate::protocol::request::Peer;
 const QUEUE: usize = 8_192;
 /// Most commands in one transaction; bounds the latency one batch adds to the next.
 const MAX_BATCH: usize = 2_048;
+/// How long a cursor advance may wait for a transaction that writes anyway before it
+/// gets one (and an fsync) of its own. A receiver reading its backlog acks all the
+/// time; without the wait, every page it fetches would become a write and an fsync.
+const CURSOR_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -78,20 +85,45 @@ enum Command {
         token_hash: String,
         reply: Reply<()>,
     },
-    /// Nothing to do but flush coalesced cursors.
-    Wake,
+    /// Write the cursor advances waiting (sent [`CURSOR_DELAY`] after the first).
+    FlushCursors,
     Close {
         reply: Reply<()>,
     },
 }
 
-/// Cursor advances waiting for the next transaction, by user: only the highest matters.
-type PendingCursors = Arc<Mutex<HashMap<String, u64>>>;
+impl Command {
+    /// Whether running it writes to the database (and so its transaction ends in an fsync).
+    fn writes(&self) -> bool {
+        match self {
+            Command::CreateUser { .. }
+            | Command::DeleteUser { .. }
+            | Command::Append { .. }
+            | Command::CreateSession { .. }
+            | Command::DeleteSession { .. }
+            | Command::FlushCursors
+            | Command::Close { .. } => true,
+            Command::PasswordHash { .. }
+            | Command::ListUsers { .. }
+            | Command::Undelivered { .. }
+            | Command::History { .. }
+            | Command::Session { .. } => false,
+        }
+    }
+}
+
+/// Cursor advances handed over by callers, by user (only the highest matters), and
+/// whether a [`Command::FlushCursors`] is on its way for them.
+#[derive(Default)]
+struct PendingCursors {
+    advances: Mutex<HashMap<String, u64>>,
+    flush_due: AtomicBool,
+}
 
 /// A handle to the SQLite store thread. Cheap to share behind an `Arc`.
 pub struct SqliteStore {
     tx: mpsc::Sender<Command>,
-    cursors: PendingCursors,
+    cursors: Arc<PendingCursors>,
     transactions: Arc<AtomicU64>,
 }
 
@@ -100,7 +132,7 @@ impl SqliteStore {
     /// in-memory one for `:memory:`, and starts its thread. Blocks while opening.
     pub fn open(path: &str, sink: Arc<dyn CommitSink>) -> Result<SqliteStore, StoreError> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let cursors = PendingCursors::default();
+        let cursors = Arc::new(PendingCursors::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let owned_path = path.to_string();
         let thread_cursors = cursors.clone();
@@ -226,12 +258,22 @@ impl Store for SqliteStore {
 
     fn advance_cursor(&self, user: &str, msg_id: u64) {
         {
-            let mut pending = self.cursors.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut pending = lock(&self.cursors.advances);
             let slot = pending.entry(user.to_string()).or_insert(0);
             *slot = (*slot).max(msg_id);
         }
-        // A full queue means the thread is busy and flushes cursors with its next batch anyway.
-        let _ = self.tx.try_send(Command::Wake);
+        if self.cursors.flush_due.swap(true, Ordering::AcqRel) {
+            return; // a flush is already on its way, and takes this advance too
+        }
+        let tx = self.tx.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move {
+                tokio::time::sleep(CURSOR_DELAY).await;
+                let _ = tx.send(Command::FlushCursors).await;
+            })),
+            // No runtime to wait on: flush with the next batch, which this starts.
+            Err(_) => drop(tx.try_send(Command::FlushCursors)),
+        }
     }
 
     fn create_session(
@@ -361,16 +403,50 @@ impl Receipts {
     }
 }
 
+/// The cursor advances the store thread holds until a transaction writes them.
+struct Cursors {
+    pending: Arc<PendingCursors>,
+    /// Taken from `pending`, not yet committed; reads of a cursor see these too.
+    unsaved: HashMap<String, u64>,
+}
+
+impl Cursors {
+    /// Takes what callers handed over since the last batch.
+    fn collect(&mut self, flushing: bool) {
+        if flushing {
+            // Cleared before the take: an advance after it schedules a flush of its own.
+            self.pending.flush_due.store(false, Ordering::Release);
+        }
+        for (user, id) in std::mem::take(&mut *lock(&self.pending.advances)) {
+            let slot = self.unsaved.entry(user).or_insert(0);
+            *slot = (*slot).max(id);
+        }
+    }
+
+    /// `user`'s cursor: the stored one, or a higher one not yet written.
+    fn current(&self, user: &str, stored: u64) -> u64 {
+        self.unsaved.get(user).map_or(stored, |&id| id.max(stored))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn run(
     mut conn: Connection,
     mut rx: mpsc::Receiver<Command>,
     sink: Arc<dyn CommitSink>,
-    cursors: PendingCursors,
+    pending: Arc<PendingCursors>,
     transactions: Arc<AtomicU64>,
 ) {
     let mut close_reply = None;
     let mut batch = Vec::with_capacity(64);
     let mut receipts = Receipts::default();
+    let mut cursors = Cursors {
+        pending,
+        unsaved: HashMap::new(),
+    };
     while close_reply.is_none() {
         let Some(first) = rx.blocking_recv() else {
             break;
@@ -386,18 +462,18 @@ fn run(
             &mut conn,
             &mut batch,
             sink.as_ref(),
-            &cursors,
+            &mut cursors,
             &mut receipts,
         );
         transactions.fetch_add(1, Ordering::Relaxed);
     }
     // Flush what the last batch did not see, then close the file before saying so.
-    let mut empty = Vec::new();
+    let mut last = vec![Command::FlushCursors];
     run_batch(
         &mut conn,
-        &mut empty,
+        &mut last,
         sink.as_ref(),
-        &cursors,
+        &mut cursors,
         &mut receipts,
     );
     drop(conn);
@@ -411,11 +487,14 @@ fn run_batch(
     conn: &mut Connection,
     batch: &mut Vec<Command>,
     sink: &dyn CommitSink,
-    cursors: &PendingCursors,
+    cursors: &mut Cursors,
     receipts: &mut Receipts,
 ) -> Option<Reply<()>> {
-    let pending_cursors =
-        std::mem::take(&mut *cursors.lock().unwrap_or_else(PoisonError::into_inner));
+    // Cursors ride on a transaction that writes anyway, or on the flush sent for them
+    // (or a close); a batch of reads alone stays a read, with no fsync.
+    let writes = batch.iter().any(Command::writes);
+    cursors.collect(writes);
+    let saving_cursors = writes && !cursors.unsaved.is_empty();
     let mut done = Vec::with_capacity(batch.len());
     let mut close = None;
     let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
@@ -433,12 +512,16 @@ fn run_batch(
     // cannot make a known recipient unknown).
     let mut known = HashSet::new();
     let mut cursor_result = Ok(());
-    for (user, id) in &pending_cursors {
-        if let Err(e) = tx.execute(
-            "UPDATE users SET delivered_id = MAX(delivered_id, ?2) WHERE name = ?1",
-            params![user, to_sql_id(*id)],
-        ) {
-            cursor_result = Err(e);
+    if saving_cursors {
+        for (user, id) in &cursors.unsaved {
+            if let Err(e) = tx
+                .prepare_cached(
+                    "UPDATE users SET delivered_id = MAX(delivered_id, ?2) WHERE name = ?1",
+                )
+                .and_then(|mut update| update.execute(params![user, to_sql_id(*id)]))
+            {
+                cursor_result = Err(e);
+            }
         }
     }
     // Receipts routed by earlier batches; the repeat lookups below read them back.
@@ -468,6 +551,8 @@ fn run_batch(
             Command::PasswordHash { name, reply } => Done::Hash(reply, password_hash(&tx, &name)),
             Command::DeleteUser { name, reply } => {
                 known.clear();
+                // A user made again under this name starts from nothing.
+                cursors.unsaved.remove(&name);
                 Done::Bool(reply, delete_user(&tx, &name))
             }
             Command::ListUsers { reply } => Done::Names(reply, list_users(&tx)),
@@ -479,7 +564,7 @@ fn run_batch(
                 after,
                 limit,
                 reply,
-            } => Done::Messages(reply, undelivered(&tx, &user, after, limit)),
+            } => Done::Messages(reply, undelivered(&tx, &user, after, limit, cursors)),
             Command::History {
                 user,
                 peer,
@@ -502,14 +587,14 @@ fn run_batch(
                     .map(drop)
                     .map_err(StoreError::from),
             ),
-            Command::Wake => continue,
+            Command::FlushCursors => continue,
             Command::Close { reply } => {
                 close = Some(reply);
                 continue;
             }
         });
     }
-    if let Err(e) = cursor_result {
+    if let Err(e) = &cursor_result {
         tracing::warn!("delivery cursors not saved: {e}");
     }
     if let Err(e) = tx.commit() {
@@ -522,6 +607,9 @@ fn run_batch(
     }
     for (msg_id, _) in &saving {
         receipts.unsaved.remove(msg_id);
+    }
+    if saving_cursors && cursor_result.is_ok() {
+        cursors.unsaved.clear();
     }
     for d in done {
         d.answer(sink, receipts);
@@ -544,7 +632,7 @@ fn fail(command: Command, reason: &str, close: &mut Option<Reply<()>>) {
             drop(reply.send(Err(err())))
         }
         Command::Session { reply, .. } => drop(reply.send(Err(err()))),
-        Command::Wake => {}
+        Command::FlushCursors => {}
         Command::Close { reply } => *close = Some(reply),
     }
 }
@@ -749,14 +837,18 @@ fn undelivered(
     user: &str,
     after: Option<u64>,
     limit: u32,
+    cursors: &Cursors,
 ) -> Result<Vec<ChatMessage>, StoreError> {
     let after = match after {
         Some(a) => to_sql_id(a),
-        None => tx
-            .prepare_cached("SELECT delivered_id FROM users WHERE name = ?1")?
-            .query_row([user], |r| r.get(0))
-            .optional()?
-            .unwrap_or(0),
+        None => {
+            let stored: i64 = tx
+                .prepare_cached("SELECT delivered_id FROM users WHERE name = ?1")?
+                .query_row([user], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
+            to_sql_id(cursors.current(user, u64::try_from(stored).unwrap_or(0)))
+        }
     };
     let mut stmt = tx.prepare_cached(
         "SELECT msg_id, sender, recipient, text, ts FROM messages
@@ -961,6 +1053,58 @@ mod tests {
         );
         s.advance_cursor("b", ids[0]); // never goes backwards
         assert_eq!(s.undelivered("b".into(), None, 100).await.unwrap().len(), 2);
+    }
+
+    /// The cursor column as another connection reads it (WAL lets it while the store runs).
+    fn stored_cursor(path: &std::path::Path, user: &str) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row(
+                "SELECT delivered_id FROM users WHERE name = ?1",
+                [user],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_cursor_waits_for_a_write_or_its_flush_but_reads_see_it_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let s = SqliteStore::open(path.to_str().unwrap(), Arc::new(NoRouting)).unwrap();
+        s.create_user("a".into(), "h".into()).await.unwrap();
+        s.create_user("b".into(), "h".into()).await.unwrap();
+        let first = s.append(dm("a", "b", "1")).await.unwrap().message.msg_id;
+        let second = s.append(dm("a", "b", "2")).await.unwrap().message.msg_id;
+        s.advance_cursor("b", first);
+        // Read at once: the cursor holds, though no transaction has written it yet.
+        let rest = s.undelivered("b".into(), None, 10).await.unwrap();
+        assert_eq!(rest.iter().map(|m| m.msg_id).collect::<Vec<_>>(), [second]);
+        // Then the flush writes it on its own, with nothing else to commit.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stored_cursor(&path, "b") != to_sql_id(first) {
+            assert!(std::time::Instant::now() < deadline, "the cursor was never written");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // A write commits the cursors waiting with it.
+        s.advance_cursor("b", second);
+        s.create_user("c".into(), "h".into()).await.unwrap();
+        assert_eq!(stored_cursor(&path, "b"), to_sql_id(second));
+        s.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_user_made_again_does_not_inherit_an_unwritten_cursor() {
+        let s = store();
+        s.create_user("a".into(), "h".into()).await.unwrap();
+        s.create_user("b".into(), "h".into()).await.unwrap();
+        let id = s.append(dm("a", "b", "old")).await.unwrap().message.msg_id;
+        s.advance_cursor("b", id + 100);
+        assert!(s.delete_user("b".into()).await.unwrap());
+        s.create_user("b".into(), "h".into()).await.unwrap();
+        let fresh = s.append(dm("a", "b", "new")).await.unwrap().message;
+        let got = s.undelivered("b".into(), None, 10).await.unwrap();
+        assert_eq!(got, vec![fresh]);
     }
 
     #[tokio::test]
