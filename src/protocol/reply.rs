@@ -42,7 +42,7 @@ impl ChatMessage {
     /// passes here, and most strings need no escaping, which a whole-string check
     /// finds faster than serde_json's byte-by-byte escaper. The bytes are exactly
     /// what [`encode`](super::envelope::encode) writes for the same message (a test holds the two
-    /// together), and [`canonical_push`] reads them back.
+    /// together), and [`ChatMessage::parse_push`] reads them back on its fast path.
     pub fn encode_push(&self) -> Bytes {
         let code = self.code();
         // Field names and numbers fit in the base size; strings may grow when escaped.

@@ -1083,7 +1083,10 @@ mod tests {
         // Then the flush writes it on its own, with nothing else to commit.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while stored_cursor(&path, "b") != to_sql_id(first) {
-            assert!(std::time::Instant::now() < deadline, "the cursor was never written");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cursor was never written"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         // A write commits the cursors waiting with it.
