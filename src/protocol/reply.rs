@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::code::{Code, Status};
@@ -44,10 +44,23 @@ impl ChatMessage {
     /// what [`encode`](super::envelope::encode) writes for the same message (a test holds the two
     /// together), and [`ChatMessage::parse_push`] reads them back on its fast path.
     pub fn encode_push(&self) -> Bytes {
-        let code = self.code();
-        // Field names and numbers fit in the base size; strings may grow when escaped.
+        let mut out = Vec::with_capacity(self.push_size());
+        self.write_push(&mut out);
+        Bytes::from(out)
+    }
+
+    /// Room for the push: field names and numbers fit in the base size, strings may
+    /// grow when escaped (and the buffer then grows once).
+    fn push_size(&self) -> usize {
         let strings = self.from.len() + self.to.as_ref().map_or(0, String::len) + self.text.len();
-        let mut out = Vec::with_capacity(128 + strings);
+        128 + strings
+    }
+
+    /// [`ChatMessage::encode_push`], appended to `out` (a connection writing a page of
+    /// stored messages puts them straight into its output).
+    pub fn write_push(&self, out: &mut impl PushBuf) {
+        let code = self.code();
+        out.reserve(self.push_size());
         let mut number = itoa::Buffer::new();
         out.extend_from_slice(b"{\"status\":\"");
         out.extend_from_slice(code.status().as_str().as_bytes());
@@ -56,17 +69,16 @@ impl ChatMessage {
         out.extend_from_slice(b",\"info\":{\"msg_id\":");
         out.extend_from_slice(number.format(self.msg_id).as_bytes());
         out.extend_from_slice(b",\"from\":");
-        json_string(&mut out, &self.from);
+        json_string(out, &self.from);
         if let Some(to) = &self.to {
             out.extend_from_slice(b",\"to\":");
-            json_string(&mut out, to);
+            json_string(out, to);
         }
         out.extend_from_slice(b",\"text\":");
-        json_string(&mut out, &self.text);
+        json_string(out, &self.text);
         out.extend_from_slice(b",\"ts\":");
         out.extend_from_slice(number.format(self.ts).as_bytes());
         out.extend_from_slice(b"}}\n");
-        Bytes::from(out)
     }
 
     /// The message of a push frame (`m`, 80–99, no `id`), parsed straight into its
@@ -139,14 +151,42 @@ fn needs_no_escape(s: &[u8]) -> bool {
 }
 
 /// Appends `s` as a JSON string, escaped the way serde_json escapes it.
-fn json_string(out: &mut Vec<u8>, s: &str) {
+fn json_string(out: &mut impl PushBuf, s: &str) {
     if needs_no_escape(s.as_bytes()) {
-        out.push(b'"');
+        out.extend_from_slice(b"\"");
         out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+        out.extend_from_slice(b"\"");
     } else {
-        // Serializing a str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
+        // Rare (a quote, a backslash, a control character): serde's escaper, through a
+        // Vec of its own. Serializing a str cannot fail.
+        out.extend_from_slice(&serde_json::to_vec(s).unwrap_or_default());
+    }
+}
+
+/// Where [`ChatMessage::write_push`] can write: a `Vec` (a frame of its own, the
+/// fastest to fill) or a `BytesMut` (a connection's output).
+pub trait PushBuf {
+    /// Reserves room for `additional` more bytes.
+    fn reserve(&mut self, additional: usize);
+    /// Appends `bytes`.
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+}
+
+impl PushBuf for Vec<u8> {
+    fn reserve(&mut self, additional: usize) {
+        Vec::reserve(self, additional);
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes);
+    }
+}
+
+impl PushBuf for BytesMut {
+    fn reserve(&mut self, additional: usize) {
+        BytesMut::reserve(self, additional);
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        BytesMut::extend_from_slice(self, bytes);
     }
 }
 

@@ -500,7 +500,10 @@ impl Connection {
             }
         };
         for m in &messages {
-            append(&mut self.output, &m.encode_push());
+            if self.output.capacity() == 0 {
+                self.output.reserve(WRITE_BUFFER);
+            }
+            m.write_push(&mut self.output);
             self.delivery.last_direct = self.delivery.last_direct.max(m.msg_id);
         }
         if messages.len() == CATCH_UP_PAGE as usize {
