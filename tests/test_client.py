@@ -114,6 +114,25 @@ def test_timeouts_past_the_clock_are_value_errors_or_no_limit(server: moechat.Se
     }
 
 
+def test_a_subclass_that_overrides_recv_keeps_its_own(server: moechat.Server) -> None:
+    """Client binds recv straight to the extension for speed, but not over an override."""
+
+    class Counting(moechat.Client):
+        calls = 0
+
+        def recv(self, timeout: float | None = None) -> moechat.Message | None:
+            Counting.calls += 1
+            return super().recv(timeout)
+
+    c = Counting("127.0.0.1", server.port, timeout=10.0)
+    c.login("alice", "wonderland")
+    c.send("alice", "hi")
+    got = next(iter(c))
+    assert got.text == "hi" and Counting.calls == 1
+    plain = logged_in(server, "bob")
+    assert plain.recv(timeout=0.05) is None
+
+
 def test_takeover_closes_the_old_client_with_64(server: moechat.Server) -> None:
     old = logged_in(server, "alice")
     logged_in(server, "alice")
