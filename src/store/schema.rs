@@ -36,6 +36,33 @@ const MIGRATIONS: &[&str] = &[
     // (1/0 delivered or stored for a direct message, the recipient count for a broadcast).
     "ALTER TABLE messages ADD COLUMN receipt INTEGER;
      CREATE INDEX messages_nonce ON messages (sender, nonce) WHERE nonce IS NOT NULL;",
+    // 4: msg_ids from a counter the store keeps instead of AUTOINCREMENT (which reads
+    // and writes sqlite_sequence on every insert). The counter starts above every id
+    // ever handed out, so none is reused; the table is rebuilt, as SQLite cannot drop
+    // AUTOINCREMENT in place.
+    "CREATE TABLE counters (
+         name  TEXT PRIMARY KEY NOT NULL,
+         value INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     INSERT INTO counters (name, value) VALUES ('msg_id', MAX(
+         COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'messages'), 0),
+         COALESCE((SELECT MAX(msg_id) FROM messages), 0)));
+     CREATE TABLE messages_v4 (
+         msg_id    INTEGER PRIMARY KEY,
+         sender    TEXT NOT NULL,
+         recipient TEXT,
+         text      TEXT NOT NULL,
+         ts        INTEGER NOT NULL,
+         nonce     TEXT,
+         receipt   INTEGER
+     );
+     INSERT INTO messages_v4 (msg_id, sender, recipient, text, ts, nonce, receipt)
+         SELECT msg_id, sender, recipient, text, ts, nonce, receipt FROM messages;
+     DROP TABLE messages;
+     ALTER TABLE messages_v4 RENAME TO messages;
+     CREATE INDEX messages_inbox ON messages (recipient, msg_id);
+     CREATE INDEX messages_pair ON messages (recipient, sender, msg_id);
+     CREATE INDEX messages_nonce ON messages (sender, nonce) WHERE nonce IS NOT NULL;",
 ];
 
 /// The schema version this build writes.
@@ -51,7 +78,17 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
             "its schema version {version} is newer than this server's {SCHEMA_VERSION}"
         ));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    migrate_until(conn, version, SCHEMA_VERSION)
+}
+
+/// Runs the migrations from `version` up to `target`.
+fn migrate_until(conn: &mut Connection, version: u32, target: u32) -> Result<(), String> {
+    let steps = MIGRATIONS.iter().enumerate().take(target as usize);
+    for (i, sql) in steps.skip(version as usize) {
+        // Some rebuild a table: on a large log that takes a while, so say what is going on.
+        if version > 0 {
+            tracing::info!("upgrading the database to schema version {}", i + 1);
+        }
         let tx = conn.transaction().map_err(|e| e.to_string())?;
         tx.execute_batch(sql)
             .map_err(|e| format!("migration to version {}: {e}", i + 1))?;
@@ -60,6 +97,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), String> {
         tx.commit().map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// A database at schema `version` exactly, to test the migrations after it.
+#[cfg(test)]
+pub(crate) fn at_version(conn: &mut Connection, version: u32) {
+    migrate_until(conn, 0, version).unwrap();
 }
 
 #[cfg(test)]

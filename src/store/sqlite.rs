@@ -141,9 +141,9 @@ impl SqliteStore {
         thread::Builder::new()
             .name("moechat-store".into())
             .spawn(move || match open_connection(&owned_path) {
-                Ok(conn) => {
+                Ok((conn, ids)) => {
                     let _ = ready_tx.send(Ok(()));
-                    run(conn, rx, sink, thread_cursors, thread_transactions);
+                    run(conn, ids, rx, sink, thread_cursors, thread_transactions);
                 }
                 Err(reason) => {
                     let _ = ready_tx.send(Err(reason));
@@ -309,7 +309,7 @@ impl Store for SqliteStore {
     }
 }
 
-fn open_connection(path: &str) -> Result<Connection, String> {
+fn open_connection(path: &str) -> Result<(Connection, MsgIds), String> {
     let mut conn = if path == MEMORY_DB {
         Connection::open_in_memory()
     } else {
@@ -337,7 +337,8 @@ fn open_connection(path: &str) -> Result<Connection, String> {
     };
     setup().map_err(|e| e.to_string())?;
     schema::migrate(&mut conn)?;
-    Ok(conn)
+    let ids = MsgIds::load(&conn).map_err(|e| format!("the message id counter: {e}"))?;
+    Ok((conn, ids))
 }
 
 /// A command's result, held until the transaction commits.
@@ -403,6 +404,59 @@ impl Receipts {
     }
 }
 
+/// `msg_id`s, handed out here rather than by SQLite's AUTOINCREMENT, which reads and
+/// writes `sqlite_sequence` for every insert (about a tenth of W1's store thread). The
+/// `counters` row, written once per transaction that appended, keeps an id from ever
+/// being handed out twice, even after the newest messages are deleted with their user.
+struct MsgIds {
+    /// The highest id handed out.
+    last: u64,
+    /// The highest id the `counters` row holds, as far as this thread knows.
+    saved: u64,
+}
+
+impl MsgIds {
+    fn load(conn: &Connection) -> rusqlite::Result<MsgIds> {
+        let counter: i64 = conn.query_row(
+            "SELECT value FROM counters WHERE name = 'msg_id'",
+            [],
+            |r| r.get(0),
+        )?;
+        // A row above the counter (written by an older build, say) still counts.
+        let newest: i64 =
+            conn.query_row("SELECT COALESCE(MAX(msg_id), 0) FROM messages", [], |r| {
+                r.get(0)
+            })?;
+        let last = u64::try_from(counter.max(newest)).unwrap_or(0);
+        Ok(MsgIds { last, saved: last })
+    }
+
+    /// The id the next inserted message gets.
+    fn next(&self) -> u64 {
+        self.last + 1
+    }
+
+    /// `id` went into the log.
+    fn taken(&mut self, id: u64) {
+        self.last = id;
+    }
+
+    /// Writes the counter into `tx`, if it moved. Ids of a transaction that then fails
+    /// are not handed out again: a gap, never a repeat.
+    fn save(&self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        if self.last != self.saved {
+            tx.prepare_cached("UPDATE counters SET value = ?1 WHERE name = 'msg_id'")?
+                .execute([to_sql_id(self.last)])?;
+        }
+        Ok(())
+    }
+
+    /// The transaction that saved the counter committed.
+    fn committed(&mut self) {
+        self.saved = self.last;
+    }
+}
+
 /// The cursor advances the store thread holds until a transaction writes them.
 struct Cursors {
     pending: Arc<PendingCursors>,
@@ -435,6 +489,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn run(
     mut conn: Connection,
+    mut ids: MsgIds,
     mut rx: mpsc::Receiver<Command>,
     sink: Arc<dyn CommitSink>,
     pending: Arc<PendingCursors>,
@@ -464,6 +519,7 @@ fn run(
             sink.as_ref(),
             &mut cursors,
             &mut receipts,
+            &mut ids,
         );
         transactions.fetch_add(1, Ordering::Relaxed);
     }
@@ -475,6 +531,7 @@ fn run(
         sink.as_ref(),
         &mut cursors,
         &mut receipts,
+        &mut ids,
     );
     drop(conn);
     if let Some(reply) = close_reply {
@@ -489,6 +546,7 @@ fn run_batch(
     sink: &dyn CommitSink,
     cursors: &mut Cursors,
     receipts: &mut Receipts,
+    ids: &mut MsgIds,
 ) -> Option<Reply<()>> {
     // Cursors ride on a transaction that writes anyway, or on the flush sent for them
     // (or a close); a batch of reads alone stays a read, with no fsync.
@@ -557,7 +615,7 @@ fn run_batch(
             }
             Command::ListUsers { reply } => Done::Names(reply, list_users(&tx)),
             Command::Append { message, reply } => {
-                Done::Appended(reply, append(&tx, message, &mut known))
+                Done::Appended(reply, append(&tx, message, &mut known, ids))
             }
             Command::Undelivered {
                 user,
@@ -597,7 +655,7 @@ fn run_batch(
     if let Err(e) = &cursor_result {
         tracing::warn!("delivery cursors not saved: {e}");
     }
-    if let Err(e) = tx.commit() {
+    if let Err(e) = ids.save(&tx).and_then(|()| tx.commit()) {
         let reason = format!("commit failed: {e}");
         tracing::error!("{reason}");
         for d in done {
@@ -611,6 +669,7 @@ fn run_batch(
     if saving_cursors && cursor_result.is_ok() {
         cursors.unsaved.clear();
     }
+    ids.committed();
     for d in done {
         d.answer(sink, receipts);
     }
@@ -775,6 +834,7 @@ fn append(
     tx: &rusqlite::Transaction<'_>,
     m: NewMessage,
     known: &mut HashSet<String>,
+    ids: &mut MsgIds,
 ) -> Result<Outcome, StoreError> {
     let ts = now_ms();
     if let Some(nonce) = &m.nonce {
@@ -804,11 +864,20 @@ fn append(
         }
         known.insert(to.clone());
     }
+    let msg_id = ids.next();
     tx.prepare_cached(
-        "INSERT INTO messages (sender, recipient, text, ts, nonce) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO messages (msg_id, sender, recipient, text, ts, nonce)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![m.from, m.to, m.text, ts, m.nonce])?;
-    let msg_id = u64::try_from(tx.last_insert_rowid()).unwrap_or(0);
+    .execute(params![
+        to_sql_id(msg_id),
+        m.from,
+        m.to,
+        m.text,
+        ts,
+        m.nonce
+    ])?;
+    ids.taken(msg_id);
     let track_receipt = m.nonce.is_some();
     Ok(Outcome::New {
         message: ChatMessage {
@@ -1094,6 +1163,98 @@ mod tests {
         s.create_user("c".into(), "h".into()).await.unwrap();
         assert_eq!(stored_cursor(&path, "b"), to_sql_id(second));
         s.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn ids_are_never_handed_out_twice_even_after_the_newest_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids.db");
+        let path = path.to_str().unwrap();
+        let s = SqliteStore::open(path, Arc::new(NoRouting)).unwrap();
+        for u in ["a", "b", "c"] {
+            s.create_user(u.into(), "h".into()).await.unwrap();
+        }
+        s.append(dm("a", "b", "kept")).await.unwrap();
+        let newest = s.append(dm("c", "b", "gone")).await.unwrap().message.msg_id;
+        // Deleting c deletes the newest message; its id stays used, restart or not.
+        assert!(s.delete_user("c".into()).await.unwrap());
+        let after_delete = s.append(dm("a", "b", "next")).await.unwrap().message.msg_id;
+        assert_eq!(after_delete, newest + 1);
+        assert!(s.delete_user("a".into()).await.unwrap());
+        s.close().await.unwrap();
+        let s = SqliteStore::open(path, Arc::new(NoRouting)).unwrap();
+        s.create_user("a".into(), "h".into()).await.unwrap();
+        let reopened = s
+            .append(dm("a", "b", "later"))
+            .await
+            .unwrap()
+            .message
+            .msg_id;
+        assert_eq!(reopened, after_delete + 1);
+        s.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_counter_migration_keeps_every_message_and_id_above_the_old_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        {
+            // A version-3 database whose newest messages were deleted, so its
+            // AUTOINCREMENT sequence is above every id left.
+            let mut c = Connection::open(&path).unwrap();
+            schema::at_version(&mut c, 3);
+            c.execute_batch(
+                "INSERT INTO users (name, pw_hash, created_ms) VALUES ('a', 'h', 0), ('b', 'h', 0);
+                 INSERT INTO messages (sender, recipient, text, ts, nonce) VALUES
+                     ('a', 'b', 'one', CAST(strftime('%s', 'now') AS INTEGER) * 1000, 'n1'),
+                     ('b', 'a', 'two', 2, NULL),
+                     ('a', NULL, 'all', 3, NULL), ('a', 'b', 'gone', 4, NULL);
+                 DELETE FROM messages WHERE text = 'gone';",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(path.to_str().unwrap(), Arc::new(NoRouting)).unwrap();
+        let inbox = s.undelivered("b".into(), None, 10).await.unwrap();
+        assert_eq!(
+            inbox
+                .iter()
+                .map(|m| (m.msg_id, m.text.as_str()))
+                .collect::<Vec<_>>(),
+            [(1, "one")]
+        );
+        let pair = s
+            .history("a".into(), Peer::User("b".into()), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(pair.iter().map(|m| m.msg_id).collect::<Vec<_>>(), [1, 2]);
+        let repeat = s
+            .append(with_nonce(dm("a", "b", "one"), "n1"))
+            .await
+            .unwrap();
+        assert!(repeat.duplicate && repeat.message.msg_id == 1);
+        assert_eq!(
+            s.append(dm("a", "b", "new")).await.unwrap().message.msg_id,
+            5
+        );
+        s.close().await.unwrap();
+        let c = Connection::open(&path).unwrap();
+        let autoincrement: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'messages' AND sql LIKE '%AUTOINCREMENT%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(autoincrement, 0);
+        let indexes: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'
+                 AND name IN ('messages_inbox', 'messages_pair', 'messages_nonce')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 3);
     }
 
     #[tokio::test]
