@@ -740,7 +740,7 @@ impl Delivery {
             }
             self.last_direct = p.msg_id;
         }
-        append(buf, &p.frame);
+        append(buf, p.frame());
     }
 
     /// Called once the socket has taken the output: what was written counts as

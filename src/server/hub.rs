@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use bytes::Bytes;
 use tokio::sync::futures::Notified;
@@ -24,14 +24,34 @@ use crate::protocol::reply::ChatMessage;
 use crate::store::{CommitSink, Routed};
 
 /// A push waiting in a connection's inbox.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Push {
     /// The message's id, for the delivery cursor and de-duplication.
     pub msg_id: u64,
     /// Direct messages advance the recipient's cursor; broadcasts do not.
     pub direct: bool,
-    /// The encoded frame, newline included (shared by every recipient of a broadcast).
-    pub frame: Bytes,
+    message: Arc<ChatMessage>,
+    /// The encoded frame, made by the first connection that writes it (so not on the
+    /// store's thread, which routes every message) and shared by every recipient of
+    /// a broadcast.
+    frame: OnceLock<Bytes>,
+}
+
+impl Push {
+    /// A push of `message`, not encoded yet.
+    pub fn new(message: Arc<ChatMessage>) -> Push {
+        Push {
+            msg_id: message.msg_id,
+            direct: message.to.is_some(),
+            message,
+            frame: OnceLock::new(),
+        }
+    }
+
+    /// The frame, newline included.
+    pub fn frame(&self) -> &Bytes {
+        self.frame.get_or_init(|| self.message.encode_push())
+    }
 }
 
 /// The hub's view of one connection.
@@ -194,17 +214,11 @@ impl Hub for LocalHub {
 }
 
 impl CommitSink for LocalHub {
-    fn committed(&self, message: &ChatMessage) -> Routed {
-        // Encoded only once someone is there to get it (this runs on the store's thread,
+    fn committed(&self, message: &Arc<ChatMessage>) -> Routed {
+        // Made only once someone is there to get it (this runs on the store's thread,
         // for every message), and then once, shared by every recipient: an inbox slot
         // is a pointer, not a frame.
-        let push = || {
-            Arc::new(Push {
-                msg_id: message.msg_id,
-                direct: message.to.is_some(),
-                frame: message.encode_push(),
-            })
-        };
+        let push = || Arc::new(Push::new(message.clone()));
         match &message.to {
             Some(to) => {
                 let Some(conn) = self.lock().get(to.as_str()).cloned() else {
@@ -249,14 +263,14 @@ mod tests {
         (conn.clone(), conn)
     }
 
-    fn msg(id: u64, from: &str, to: Option<&str>) -> ChatMessage {
-        ChatMessage {
+    fn msg(id: u64, from: &str, to: Option<&str>) -> Arc<ChatMessage> {
+        Arc::new(ChatMessage {
             msg_id: id,
             from: from.into(),
             to: to.map(Into::into),
             text: "t".into(),
             ts: 0,
-        }
+        })
     }
 
     #[test]
@@ -300,6 +314,6 @@ mod tests {
         let pb = rb.take().unwrap();
         let pc = rc.take().unwrap();
         assert!(Arc::ptr_eq(&pb, &pc));
-        assert_eq!(pb.frame.as_ptr(), pc.frame.as_ptr());
+        assert_eq!(pb.frame().as_ptr(), pc.frame().as_ptr());
     }
 }

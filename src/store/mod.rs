@@ -13,6 +13,7 @@ mod sqlite;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
@@ -82,8 +83,9 @@ pub struct Routed {
 /// An appended message and what routing did with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
-    /// The message as stored, with its `msg_id` and `ts`.
-    pub message: ChatMessage,
+    /// The message as stored, with its `msg_id` and `ts` (shared with the pushes
+    /// routing made of it).
+    pub message: Arc<ChatMessage>,
     /// The sink's answer (for a repeat: the first message's).
     pub routed: Routed,
     /// The nonce matched an earlier message: nothing was stored or routed, and
@@ -96,7 +98,7 @@ pub struct Appended {
 /// Called on the store's own thread: implementations must not block.
 pub trait CommitSink: Send + Sync + 'static {
     /// Routes one message.
-    fn committed(&self, message: &ChatMessage) -> Routed;
+    fn committed(&self, message: &Arc<ChatMessage>) -> Routed;
 }
 
 /// A sink that routes nothing: for tools that use the store without a server.
@@ -104,7 +106,7 @@ pub trait CommitSink: Send + Sync + 'static {
 pub struct NoRouting;
 
 impl CommitSink for NoRouting {
-    fn committed(&self, _message: &ChatMessage) -> Routed {
+    fn committed(&self, _message: &Arc<ChatMessage>) -> Routed {
         Routed::default()
     }
 }

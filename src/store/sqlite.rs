@@ -712,6 +712,7 @@ impl Done {
                         message,
                         track_receipt,
                     } => {
+                        let message = Arc::new(message);
                         let routed = sink.committed(&message);
                         if track_receipt {
                             let direct = message.to.is_some();
@@ -729,7 +730,7 @@ impl Done {
                             None => Receipts::decode(&first, saved),
                         };
                         Appended {
-                            message: first,
+                            message: Arc::new(first),
                             routed,
                             duplicate: true,
                         }
@@ -1268,7 +1269,7 @@ mod tests {
         s.create_user("b".into(), "h".into()).await.unwrap();
         let fresh = s.append(dm("a", "b", "new")).await.unwrap().message;
         let got = s.undelivered("b".into(), None, 10).await.unwrap();
-        assert_eq!(got, vec![fresh]);
+        assert_eq!(got, vec![(*fresh).clone()]);
     }
 
     #[tokio::test]
