@@ -555,7 +555,14 @@ fn run_batch(
     let saving_cursors = writes && !cursors.unsaved.is_empty();
     let mut done = Vec::with_capacity(batch.len());
     let mut close = None;
-    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+    // A batch of reads needs no write lock: a deferred transaction takes none (in WAL
+    // mode, no file lock at all), where IMMEDIATE would lock and unlock for nothing.
+    let behavior = if writes || !receipts.unsaved.is_empty() {
+        TransactionBehavior::Immediate
+    } else {
+        TransactionBehavior::Deferred
+    };
+    let tx = match conn.transaction_with_behavior(behavior) {
         Ok(tx) => tx,
         Err(e) => {
             let reason = e.to_string();
