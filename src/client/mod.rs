@@ -41,7 +41,7 @@ use crate::protocol::code::{Code, Status};
 use crate::protocol::codec::LineCodec;
 use crate::protocol::envelope::{Envelope, Id};
 use crate::protocol::reply::{
-    encode_ack, encode_pong, ChatMessage, LoginOk, Messages, Receipt, Users,
+    encode_ack, encode_pong, ChatMessage, LoginOk, Messages, PushFrame, Receipt, Users,
 };
 use crate::protocol::request::{
     Broadcast, Credential, Direct, History, Login, Peer, Register, Request,
@@ -240,7 +240,7 @@ struct Shared {
     close_reason: Mutex<Option<ClientError>>,
     stop: CancellationToken,
     /// Where pushes go; taken when the client ends so `Incoming` sees the end.
-    incoming: Mutex<Option<mpsc::Sender<ChatMessage>>>,
+    incoming: Mutex<Option<mpsc::Sender<Pushed>>>,
     /// `(user, token)` of the session to resume, once logged in with reconnect on.
     session: Mutex<Option<(String, String)>>,
     logged_out: AtomicBool,
@@ -374,9 +374,65 @@ pub struct Client {
     _owner: Arc<Owner>,
 }
 
+/// A pushed message on its way to the application: still in its frame when the
+/// server wrote it the usual way (the reader then allocates nothing for it), owned
+/// otherwise.
+#[derive(Debug, Clone)]
+pub(crate) enum Pushed {
+    Frame(PushFrame),
+    Message(ChatMessage),
+}
+
+impl Pushed {
+    pub(crate) fn msg_id(&self) -> u64 {
+        match self {
+            Pushed::Frame(f) => f.msg_id(),
+            Pushed::Message(m) => m.msg_id,
+        }
+    }
+
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) fn ts(&self) -> i64 {
+        match self {
+            Pushed::Frame(f) => f.ts(),
+            Pushed::Message(m) => m.ts,
+        }
+    }
+
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) fn from(&self) -> &str {
+        match self {
+            Pushed::Frame(f) => f.from(),
+            Pushed::Message(m) => &m.from,
+        }
+    }
+
+    pub(crate) fn to(&self) -> Option<&str> {
+        match self {
+            Pushed::Frame(f) => f.to(),
+            Pushed::Message(m) => m.to.as_deref(),
+        }
+    }
+
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) fn text(&self) -> &str {
+        match self {
+            Pushed::Frame(f) => f.text(),
+            Pushed::Message(m) => &m.text,
+        }
+    }
+
+    fn into_message(self) -> ChatMessage {
+        match self {
+            Pushed::Frame(f) => f.to_message(),
+            Pushed::Message(m) => m,
+        }
+    }
+}
+
 /// Messages pushed by the server, in arrival order.
 pub struct Incoming {
-    rx: mpsc::Receiver<ChatMessage>,
+    rx: mpsc::Receiver<Pushed>,
     shared: Arc<Shared>,
     _owner: Arc<Owner>,
 }
@@ -406,7 +462,7 @@ impl Incoming {
         match self.rx.recv().await {
             Some(m) => {
                 self.took(&m);
-                Ok(m)
+                Ok(m.into_message())
             }
             None => Err(self.shared.closed_error()),
         }
@@ -420,7 +476,7 @@ impl Incoming {
     pub(crate) async fn recv_batch(
         &mut self,
         limit: usize,
-        out: &mut std::collections::VecDeque<ChatMessage>,
+        out: &mut std::collections::VecDeque<Pushed>,
     ) -> Result<(), ClientError> {
         match self.rx.recv().await {
             Some(m) => out.push_back(m),
@@ -442,9 +498,9 @@ impl Incoming {
     }
 
     /// `m` is in the application's hands (acknowledged once it comes back).
-    pub(crate) fn took(&self, m: &ChatMessage) {
-        if self.shared.options.reconnect && m.to.is_some() {
-            self.shared.taken.fetch_max(m.msg_id, Ordering::AcqRel);
+    pub(crate) fn took(&self, m: &Pushed) {
+        if self.shared.options.reconnect && m.to().is_some() {
+            self.shared.taken.fetch_max(m.msg_id(), Ordering::AcqRel);
         }
     }
 }
@@ -1003,14 +1059,11 @@ impl Batch<'_> {
 
 /// Hands a pushed message to the application, unless it is a repeat; `false` if the
 /// client is stopping meanwhile.
-async fn deliver(
-    shared: &Shared,
-    incoming: Option<&mpsc::Sender<ChatMessage>>,
-    m: ChatMessage,
-) -> bool {
+async fn deliver(shared: &Shared, incoming: Option<&mpsc::Sender<Pushed>>, m: Pushed) -> bool {
     // Direct messages arrive in msg_id order on a connection; after a resume the
     // server starts again from the last ack, so older ones are repeats.
-    if m.to.is_some() && shared.last_direct.fetch_max(m.msg_id, Ordering::AcqRel) >= m.msg_id {
+    if m.to().is_some() && shared.last_direct.fetch_max(m.msg_id(), Ordering::AcqRel) >= m.msg_id()
+    {
         return true;
     }
     let Some(incoming) = incoming else {
@@ -1063,7 +1116,15 @@ async fn read_loop(
             }
             None => break,
         };
-        if let Some(m) = ChatMessage::parse_push(&line) {
+        // The usual push keeps its frame, copied out of the read buffer: one allocation
+        // for the whole message (not one per string), and unshared, so the thread
+        // that drops it does not touch the read buffer's reference count. Any other
+        // spelling of a push is parsed whole.
+        let pushed = match PushFrame::parse(Bytes::copy_from_slice(&line)) {
+            Some(frame) => Some(Pushed::Frame(frame)),
+            None => ChatMessage::parse_push(&line).map(Pushed::Message),
+        };
+        if let Some(m) = pushed {
             if !deliver(&shared, incoming.as_ref(), m).await {
                 break;
             }
@@ -1100,7 +1161,7 @@ async fn read_loop(
                         continue;
                     }
                 };
-                if !deliver(&shared, incoming.as_ref(), m).await {
+                if !deliver(&shared, incoming.as_ref(), Pushed::Message(m)).await {
                     break;
                 }
             }

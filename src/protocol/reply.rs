@@ -2,6 +2,7 @@
 //! replies and pushes, shared by the server that writes them and the client
 //! that reads them, so the two cannot drift apart.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -114,31 +115,121 @@ impl ChatMessage {
 /// UTF-8 check per string instead of a JSON parse; what it accepts, the general
 /// parse accepts with the same result (a test below holds the two together).
 fn canonical_push(line: &[u8]) -> Option<ChatMessage> {
-    let mut s = Scan(line);
-    s.literal(b"{\"status\":\"m\",\"status_code\":")?;
-    if !MESSAGE_CODES.contains(&u8::try_from(s.natural()?).ok()?) {
-        return None;
-    }
-    s.literal(b",\"info\":{\"msg_id\":")?;
-    let msg_id = s.natural()?;
-    s.literal(b",\"from\":")?;
-    let from = s.string()?;
-    let to = match s.literal(b",\"to\":") {
-        Some(()) => Some(s.string()?),
-        None => None,
-    };
-    s.literal(b",\"text\":")?;
-    let text = s.string()?;
-    s.literal(b",\"ts\":")?;
-    let ts = s.integer()?;
-    s.literal(b"}}")?;
-    s.0.is_empty().then_some(ChatMessage {
-        msg_id,
-        from,
-        to,
-        text,
-        ts,
+    let layout = Layout::read(line)?;
+    let text = |span: &Range<usize>| layout_str(line, span).to_owned();
+    Some(ChatMessage {
+        msg_id: layout.msg_id,
+        from: text(&layout.from),
+        to: layout.to.as_ref().map(text),
+        text: text(&layout.text),
+        ts: layout.ts,
     })
+}
+
+/// Where the fields of a canonical push are in its line.
+#[derive(Debug, Clone)]
+struct Layout {
+    msg_id: u64,
+    ts: i64,
+    from: Range<usize>,
+    to: Option<Range<usize>>,
+    text: Range<usize>,
+}
+
+impl Layout {
+    /// Reads a canonical push; every string span it gives is valid UTF-8.
+    fn read(line: &[u8]) -> Option<Layout> {
+        let mut s = Scan { line, at: 0 };
+        s.literal(b"{\"status\":\"m\",\"status_code\":")?;
+        if !MESSAGE_CODES.contains(&u8::try_from(s.natural()?).ok()?) {
+            return None;
+        }
+        s.literal(b",\"info\":{\"msg_id\":")?;
+        let msg_id = s.natural()?;
+        s.literal(b",\"from\":")?;
+        let from = s.string()?;
+        let to = match s.literal(b",\"to\":") {
+            Some(()) => Some(s.string()?),
+            None => None,
+        };
+        s.literal(b",\"text\":")?;
+        let text = s.string()?;
+        s.literal(b",\"ts\":")?;
+        let ts = s.integer()?;
+        s.literal(b"}}")?;
+        (s.at == line.len()).then_some(Layout {
+            msg_id,
+            ts,
+            from,
+            to,
+            text,
+        })
+    }
+}
+
+/// The text at `span`, which [`Layout::read`] checked is UTF-8 (a span it did not
+/// give reads as empty rather than panicking).
+fn layout_str<'a>(line: &'a [u8], span: &Range<usize>) -> &'a str {
+    line.get(span.clone())
+        .and_then(|raw| std::str::from_utf8(raw).ok())
+        .unwrap_or_default()
+}
+
+/// A pushed message still in the frame it came in: its strings are read from the
+/// frame's bytes, so receiving one allocates nothing until someone wants owned
+/// strings (a binding turning them into its own string objects never does).
+#[derive(Debug, Clone)]
+pub struct PushFrame {
+    frame: Bytes,
+    layout: Layout,
+}
+
+impl PushFrame {
+    /// A push frame (without its newline) in the layout [`ChatMessage::encode_push`]
+    /// writes; `None` for anything else, which [`ChatMessage::parse_push`] then reads.
+    pub fn parse(frame: Bytes) -> Option<PushFrame> {
+        let layout = Layout::read(&frame)?;
+        Some(PushFrame { frame, layout })
+    }
+
+    /// See [`ChatMessage::msg_id`].
+    pub fn msg_id(&self) -> u64 {
+        self.layout.msg_id
+    }
+
+    /// See [`ChatMessage::ts`].
+    pub fn ts(&self) -> i64 {
+        self.layout.ts
+    }
+
+    /// See [`ChatMessage::from`].
+    pub fn from(&self) -> &str {
+        layout_str(&self.frame, &self.layout.from)
+    }
+
+    /// See [`ChatMessage::to`].
+    pub fn to(&self) -> Option<&str> {
+        self.layout
+            .to
+            .as_ref()
+            .map(|span| layout_str(&self.frame, span))
+    }
+
+    /// See [`ChatMessage::text`].
+    pub fn text(&self) -> &str {
+        layout_str(&self.frame, &self.layout.text)
+    }
+
+    /// The message with owned strings.
+    pub fn to_message(&self) -> ChatMessage {
+        ChatMessage {
+            msg_id: self.msg_id(),
+            from: self.from().to_owned(),
+            to: self.to().map(str::to_owned),
+            text: self.text().to_owned(),
+            ts: self.ts(),
+        }
+    }
 }
 
 /// True when `s` is written in JSON as itself between quotes: no quote, backslash or
@@ -190,19 +281,28 @@ impl PushBuf for BytesMut {
     }
 }
 
-/// What is left of a line being read by [`canonical_push`].
-struct Scan<'a>(&'a [u8]);
+/// A line being read by [`Layout::read`], and how far it has got.
+struct Scan<'a> {
+    line: &'a [u8],
+    at: usize,
+}
 
 impl Scan<'_> {
+    fn rest(&self) -> &[u8] {
+        self.line.get(self.at..).unwrap_or_default()
+    }
+
     fn literal(&mut self, expected: &[u8]) -> Option<()> {
-        self.0 = self.0.strip_prefix(expected)?;
-        Some(())
+        self.rest()
+            .starts_with(expected)
+            .then(|| self.at += expected.len())
     }
 
     /// A JSON number that is a whole non-negative `u64`: digits, no leading zero.
     fn natural(&mut self) -> Option<u64> {
-        let digits = self.0.iter().take_while(|b| b.is_ascii_digit()).count();
-        let (number, rest) = self.0.split_at(digits);
+        let rest = self.rest();
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let number = &rest[..digits];
         if digits == 0 || (number[0] == b'0' && digits > 1) {
             return None;
         }
@@ -210,24 +310,23 @@ impl Scan<'_> {
         for d in number {
             value = value.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
         }
-        self.0 = rest;
+        self.at += digits;
         Some(value)
     }
 
     fn integer(&mut self) -> Option<i64> {
-        match self.0.strip_prefix(b"-") {
-            Some(rest) => {
-                self.0 = rest;
-                let magnitude = self.natural()?;
-                0i64.checked_sub_unsigned(magnitude)
-            }
-            None => i64::try_from(self.natural()?).ok(),
+        if self.literal(b"-").is_some() {
+            let magnitude = self.natural()?;
+            0i64.checked_sub_unsigned(magnitude)
+        } else {
+            i64::try_from(self.natural()?).ok()
         }
     }
 
-    /// A JSON string with no escape in it (anything else is left to the general parse).
-    fn string(&mut self) -> Option<String> {
-        let rest = self.0.strip_prefix(b"\"")?;
+    /// A JSON string with no escape in it (anything else is left to the general
+    /// parse), as the span of its UTF-8 contents.
+    fn string(&mut self) -> Option<Range<usize>> {
+        let rest = self.rest().strip_prefix(b"\"")?;
         let end = memchr::memchr(b'"', rest)?;
         let raw = &rest[..end];
         // A backslash is an escape, a control character is invalid JSON (and `raw`
@@ -235,9 +334,10 @@ impl Scan<'_> {
         if !needs_no_escape(raw) {
             return None;
         }
-        let text = std::str::from_utf8(raw).ok()?.to_owned();
-        self.0 = &rest[end + 1..];
-        Some(text)
+        std::str::from_utf8(raw).ok()?;
+        let start = self.at + 1;
+        self.at = start + end + 1;
+        Some(start..start + end)
     }
 }
 
@@ -419,7 +519,16 @@ mod tests {
         #[test]
         fn every_encoded_push_parses_back(m in any_message()) {
             let frame = m.encode_push();
-            prop_assert_eq!(ChatMessage::parse_push(&frame[..frame.len() - 1]), Some(m));
+            let line = frame.slice(..frame.len() - 1);
+            prop_assert_eq!(ChatMessage::parse_push(&line), Some(m.clone()));
+            // The frame-borrowing reading gives the same message, when it reads it.
+            if let Some(p) = PushFrame::parse(line) {
+                prop_assert_eq!(
+                    (p.msg_id(), p.from(), p.to(), p.text(), p.ts()),
+                    (m.msg_id, &*m.from, m.to.as_deref(), &*m.text, m.ts)
+                );
+                prop_assert_eq!(p.to_message(), m);
+            }
         }
 
         /// The fast path may decline a frame, never read it differently: a push with

@@ -189,7 +189,10 @@ impl AsyncClientCore {
         };
         self.run(py, timeout, move |c| async move {
             let messages = c.history(peer, limit, before).await?;
-            Ok(messages.into_iter().map(PyMessage).collect::<Vec<_>>())
+            Ok(messages
+                .into_iter()
+                .map(PyMessage::owned)
+                .collect::<Vec<_>>())
         })
     }
 

@@ -15,7 +15,7 @@ use pyo3::types::{PyString, PyType};
 
 use super::inbox::Inbox;
 use super::{call_limit, client_error, connect_settings, deadline, runtime, seconds, wait, SLICE};
-use crate::client::{Client, Sent};
+use crate::client::{Client, Pushed, Sent};
 use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
 use crate::protocol::validate::BROADCAST_PEER;
@@ -29,7 +29,14 @@ pub(super) type ReceiptTuple = (u64, bool, Option<u64>, bool);
 /// Built here rather than by the Python face from a tuple: every received message
 /// passes through this, and setting the fields directly (as the dataclass's own
 /// frozen `__init__` ends up doing) skips a Python-level call and the tuple.
-pub(super) struct PyMessage(pub ChatMessage);
+pub(super) struct PyMessage(pub Pushed);
+
+impl PyMessage {
+    /// A message with owned strings (from `history`).
+    pub(super) fn owned(m: ChatMessage) -> PyMessage {
+        PyMessage(Pushed::Message(m))
+    }
+}
 
 impl<'py> IntoPyObject<'py> for PyMessage {
     type Target = PyAny;
@@ -45,13 +52,10 @@ impl<'py> IntoPyObject<'py> for PyMessage {
         })?;
         // object.__new__: an instance without running the dataclass's __init__.
         let m = new.bind(py).call1((class,))?;
-        let ChatMessage {
-            msg_id,
-            from,
-            to,
-            text,
-            ts,
-        } = self.0;
+        // Strings straight from the frame's bytes (or the owned message's) into
+        // Python's own: no Rust String is made or freed for a pushed message.
+        let p = &self.0;
+        let to = p.to();
         let kind = if to.is_some() {
             intern!(py, "direct")
         } else {
@@ -71,12 +75,22 @@ impl<'py> IntoPyObject<'py> for PyMessage {
                 Err(PyErr::fetch(py))
             }
         };
-        set(intern!(py, "msg_id"), msg_id.into_pyobject(py)?.into_any())?;
+        set(
+            intern!(py, "msg_id"),
+            p.msg_id().into_pyobject(py)?.into_any(),
+        )?;
         set(intern!(py, "kind"), kind.clone().into_any())?;
-        set(intern!(py, "sender"), from.into_pyobject(py)?.into_any())?;
-        set(intern!(py, "recipient"), to.into_pyobject(py)?.into_any())?;
-        set(intern!(py, "text"), text.into_pyobject(py)?.into_any())?;
-        set(intern!(py, "ts"), ts.into_pyobject(py)?.into_any())?;
+        set(
+            intern!(py, "sender"),
+            PyString::new(py, p.from()).into_any(),
+        )?;
+        let recipient = match to {
+            Some(to) => PyString::new(py, to).into_any(),
+            None => py.None().into_bound(py),
+        };
+        set(intern!(py, "recipient"), recipient)?;
+        set(intern!(py, "text"), PyString::new(py, p.text()).into_any())?;
+        set(intern!(py, "ts"), p.ts().into_pyobject(py)?.into_any())?;
         Ok(m)
     }
 }
@@ -87,7 +101,7 @@ pub(super) fn receipt_tuple(s: Sent) -> ReceiptTuple {
 
 /// What one GIL-free wait for a message ended with.
 enum Slice {
-    Got(ChatMessage),
+    Got(Pushed),
     Failed(crate::client::ClientError),
     Nothing,
 }
@@ -242,7 +256,7 @@ impl ClientCore {
         let messages = self.run(py, timeout, move |c| async move {
             c.history(peer, limit, before).await
         })?;
-        Ok(messages.into_iter().map(PyMessage).collect())
+        Ok(messages.into_iter().map(PyMessage::owned).collect())
     }
 
     #[pyo3(signature = (timeout = None))]

@@ -9,15 +9,14 @@
 
 use std::collections::VecDeque;
 
-use crate::client::{ClientError, Incoming};
-use crate::protocol::reply::ChatMessage;
+use crate::client::{ClientError, Incoming, Pushed};
 
 /// Messages fetched per trip to the runtime, at most.
 const BATCH: usize = 256;
 
 pub(super) struct Inbox {
     incoming: Incoming,
-    ready: VecDeque<ChatMessage>,
+    ready: VecDeque<Pushed>,
 }
 
 impl Inbox {
@@ -29,7 +28,7 @@ impl Inbox {
     }
 
     /// The next message already fetched, handed to the application; `None` if there is none.
-    pub(super) fn pop(&mut self) -> Option<ChatMessage> {
+    pub(super) fn pop(&mut self) -> Option<Pushed> {
         self.incoming.ack_taken();
         let m = self.ready.pop_front()?;
         self.incoming.took(&m);
