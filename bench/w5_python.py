@@ -176,7 +176,8 @@ def recv_asyncio(port: int, user: str, n: int) -> float:
 def recv_redis(port: int, channel: str, n: int, size: int) -> float:
     import redis  # type: ignore[import-not-found, unused-ignore]  # only this receiver needs it
 
-    client: Any = redis.Redis(port=port)
+    # The socket timeout ends a run whose subscriber Redis dropped, instead of hanging.
+    client: Any = redis.Redis(port=port, socket_timeout=30)
     pubsub = client.pubsub()
     pubsub.subscribe(channel)
     confirmed = pubsub.get_message(timeout=10.0)
@@ -201,7 +202,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--server-bin", default="target/release/moechat-server")
     parser.add_argument("--redis-bin", default="redis-server")
-    parser.add_argument("--messages", type=int, default=100_000)
+    # 300,000: each receiver then reads for at least ~0.4 s, so one stall of a few tens
+    # of milliseconds on a shared machine does not decide a run (at 100,000 it did).
+    parser.add_argument("--messages", type=int, default=300_000)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument(
@@ -234,9 +237,12 @@ def main() -> int:
                             print(f"w5: {args.redis_bin} not found; skipping redis-py")
                             continue
                         rport = free_port()
+                        # No output-buffer limit for subscribers: by default Redis drops
+                        # one whose unread backlog passes 32 MB (300,000 messages do).
                         redis_proc = subprocess.Popen(
                             [args.redis_bin, "--port", str(rport), "--save", ""]
-                            + ["--appendonly", "no", "--bind", "127.0.0.1"],
+                            + ["--appendonly", "no", "--bind", "127.0.0.1"]
+                            + ["--client-output-buffer-limit", "pubsub 0 0 0"],
                             stdout=subprocess.DEVNULL,
                         )
                         wait_listening(rport)
