@@ -1,6 +1,6 @@
 # One place for the gates CI runs: `make test` is the README's test command.
 #
-# It needs only cargo and python3 (3.9 or newer): the Python tools are installed
+# It needs only cargo and python3 (3.10 or newer): the Python tools are installed
 # into a fresh virtual environment, .venv, on first use.
 .PHONY: test lint rust-lint rust-test py-env py-build py-lint py-test fmt build serve clean-venv fuzz bench bench-python
 
