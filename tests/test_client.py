@@ -232,6 +232,11 @@ def test_received_messages_equal_constructed_ones(server: moechat.Server) -> Non
         m.text = "changed"  # type: ignore[misc]
     # The same construction serves history and broadcasts.
     assert bob.history("alice")[-1] == made
+    # Text that is not ASCII, and text the server must escape, arrive as sent.
+    for text in ["héllo 日本 🎉", 'quote " backslash \\ newline \n tab \t']:
+        alice.send("bob", text)
+        got = bob.recv(timeout=5)
+        assert got is not None and got.text == text
     alice.broadcast("everyone")
     b = bob.recv(timeout=5)
     assert b is not None and (b.kind, b.recipient, b.sender) == ("broadcast", None, "alice")

@@ -399,26 +399,23 @@ impl Pushed {
         }
     }
 
+    /// See [`PushFrame::utf8_strings`].
     #[cfg_attr(not(feature = "python"), allow(dead_code))]
-    pub(crate) fn from(&self) -> &str {
+    pub(crate) fn utf8_strings(&self) -> (&[u8], Option<&[u8]>, &[u8]) {
         match self {
-            Pushed::Frame(f) => f.from(),
-            Pushed::Message(m) => &m.from,
+            Pushed::Frame(f) => f.utf8_strings(),
+            Pushed::Message(m) => (
+                m.from.as_bytes(),
+                m.to.as_ref().map(|t| t.as_bytes()),
+                m.text.as_bytes(),
+            ),
         }
     }
 
-    pub(crate) fn to(&self) -> Option<&str> {
+    pub(crate) fn is_direct(&self) -> bool {
         match self {
-            Pushed::Frame(f) => f.to(),
-            Pushed::Message(m) => m.to.as_deref(),
-        }
-    }
-
-    #[cfg_attr(not(feature = "python"), allow(dead_code))]
-    pub(crate) fn text(&self) -> &str {
-        match self {
-            Pushed::Frame(f) => f.text(),
-            Pushed::Message(m) => &m.text,
+            Pushed::Frame(f) => f.is_direct(),
+            Pushed::Message(m) => m.to.is_some(),
         }
     }
 
@@ -499,7 +496,7 @@ impl Incoming {
 
     /// `m` is in the application's hands (acknowledged once it comes back).
     pub(crate) fn took(&self, m: &Pushed) {
-        if self.shared.options.reconnect && m.to().is_some() {
+        if self.shared.options.reconnect && m.is_direct() {
             self.shared.taken.fetch_max(m.msg_id(), Ordering::AcqRel);
         }
     }
@@ -1062,8 +1059,7 @@ impl Batch<'_> {
 async fn deliver(shared: &Shared, incoming: Option<&mpsc::Sender<Pushed>>, m: Pushed) -> bool {
     // Direct messages arrive in msg_id order on a connection; after a resume the
     // server starts again from the last ack, so older ones are repeats.
-    if m.to().is_some() && shared.last_direct.fetch_max(m.msg_id(), Ordering::AcqRel) >= m.msg_id()
-    {
+    if m.is_direct() && shared.last_direct.fetch_max(m.msg_id(), Ordering::AcqRel) >= m.msg_id() {
         return true;
     }
     let Some(incoming) = incoming else {

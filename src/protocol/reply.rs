@@ -207,6 +207,11 @@ impl PushFrame {
         layout_str(&self.frame, &self.layout.from)
     }
 
+    /// A direct message (it has a `to`), not a broadcast.
+    pub fn is_direct(&self) -> bool {
+        self.layout.to.is_some()
+    }
+
     /// See [`ChatMessage::to`].
     pub fn to(&self) -> Option<&str> {
         self.layout
@@ -218,6 +223,17 @@ impl PushFrame {
     /// See [`ChatMessage::text`].
     pub fn text(&self) -> &str {
         layout_str(&self.frame, &self.layout.text)
+    }
+
+    /// `from`, `to` and `text` as the UTF-8 bytes they are (checked by [`PushFrame::parse`]):
+    /// for a consumer that decodes them itself, as CPython does when making a `str`.
+    pub fn utf8_strings(&self) -> (&[u8], Option<&[u8]>, &[u8]) {
+        let bytes = |span: &Range<usize>| self.frame.get(span.clone()).unwrap_or_default();
+        (
+            bytes(&self.layout.from),
+            self.layout.to.as_ref().map(bytes),
+            bytes(&self.layout.text),
+        )
     }
 
     /// The message with owned strings.

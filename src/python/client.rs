@@ -55,7 +55,9 @@ impl<'py> IntoPyObject<'py> for PyMessage {
         // Strings straight from the frame's bytes (or the owned message's) into
         // Python's own: no Rust String is made or freed for a pushed message.
         let p = &self.0;
-        let to = p.to();
+        // As bytes: CPython checks UTF-8 as it decodes, so checking here again would be
+        // a second pass over every string (the frame's parse already checked them).
+        let (from, to, text) = p.utf8_strings();
         let kind = if to.is_some() {
             intern!(py, "direct")
         } else {
@@ -82,14 +84,17 @@ impl<'py> IntoPyObject<'py> for PyMessage {
         set(intern!(py, "kind"), kind.clone().into_any())?;
         set(
             intern!(py, "sender"),
-            PyString::new(py, p.from()).into_any(),
+            PyString::from_bytes(py, from)?.into_any(),
         )?;
         let recipient = match to {
-            Some(to) => PyString::new(py, to).into_any(),
+            Some(to) => PyString::from_bytes(py, to)?.into_any(),
             None => py.None().into_bound(py),
         };
         set(intern!(py, "recipient"), recipient)?;
-        set(intern!(py, "text"), PyString::new(py, p.text()).into_any())?;
+        set(
+            intern!(py, "text"),
+            PyString::from_bytes(py, text)?.into_any(),
+        )?;
         set(intern!(py, "ts"), p.ts().into_pyobject(py)?.into_any())?;
         Ok(m)
     }
