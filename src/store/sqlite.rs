@@ -271,8 +271,13 @@ impl Store for SqliteStore {
                 tokio::time::sleep(CURSOR_DELAY).await;
                 let _ = tx.send(Command::FlushCursors).await;
             })),
-            // No runtime to wait on: flush with the next batch, which this starts.
-            Err(_) => drop(tx.try_send(Command::FlushCursors)),
+            // No runtime to wait on: flush with the next batch, which this starts. If the
+            // queue is full, the next caller tries again.
+            Err(_) => {
+                if tx.try_send(Command::FlushCursors).is_err() {
+                    self.cursors.flush_due.store(false, Ordering::Release);
+                }
+            }
         }
     }
 
@@ -429,6 +434,16 @@ impl MsgIds {
             })?;
         let last = u64::try_from(counter.max(newest)).unwrap_or(0);
         Ok(MsgIds { last, saved: last })
+    }
+
+    /// Moves past every id already in the log.
+    fn catch_up(&mut self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+        let newest: i64 =
+            tx.query_row("SELECT COALESCE(MAX(msg_id), 0) FROM messages", [], |r| {
+                r.get(0)
+            })?;
+        self.last = self.last.max(u64::try_from(newest).unwrap_or(0));
+        Ok(())
     }
 
     /// The id the next inserted message gets.
@@ -872,19 +887,31 @@ fn append(
         }
         known.insert(to.clone());
     }
-    let msg_id = ids.next();
-    tx.prepare_cached(
-        "INSERT INTO messages (msg_id, sender, recipient, text, ts, nonce)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        to_sql_id(msg_id),
-        m.from,
-        m.to,
-        m.text,
-        ts,
-        m.nonce
-    ])?;
+    let insert = |msg_id: u64| {
+        tx.prepare_cached(
+            "INSERT INTO messages (msg_id, sender, recipient, text, ts, nonce)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            to_sql_id(msg_id),
+            m.from,
+            m.to,
+            m.text,
+            ts,
+            m.nonce
+        ])
+    };
+    let mut msg_id = ids.next();
+    if let Err(e) = insert(msg_id) {
+        // The id is taken: something else wrote to the log (another process on this
+        // file). Catch up with the log rather than fail every append from now on.
+        if e.sqlite_error_code() != Some(rusqlite::ErrorCode::ConstraintViolation) {
+            return Err(e.into());
+        }
+        ids.catch_up(tx)?;
+        msg_id = ids.next();
+        insert(msg_id)?;
+    }
     ids.taken(msg_id);
     let track_receipt = m.nonce.is_some();
     Ok(Outcome::New {
@@ -1199,6 +1226,26 @@ mod tests {
             .message
             .msg_id;
         assert_eq!(reopened, after_delete + 1);
+        s.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_id_taken_behind_the_store_s_back_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("other.db");
+        let s = SqliteStore::open(path.to_str().unwrap(), Arc::new(NoRouting)).unwrap();
+        s.create_user("a".into(), "h".into()).await.unwrap();
+        let first = s.append(dm("a", "a", "one")).await.unwrap().message.msg_id;
+        // Another process writes the next id into the same file.
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "INSERT INTO messages (msg_id, sender, recipient, text, ts) VALUES (?1, 'a', 'a', 'x', 0)",
+                [to_sql_id(first + 1)],
+            )
+            .unwrap();
+        let next = s.append(dm("a", "a", "two")).await.unwrap().message.msg_id;
+        assert_eq!(next, first + 2);
         s.close().await.unwrap();
     }
 
