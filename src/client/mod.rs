@@ -374,9 +374,9 @@ pub struct Client {
     _owner: Arc<Owner>,
 }
 
-/// A pushed message on its way to the application: still in its frame when the
-/// server wrote it the usual way (the reader then allocates nothing for it), owned
-/// otherwise.
+/// A pushed message on its way to the application: still in (a copy of) its frame
+/// when the server wrote it the usual way, so the reader makes one allocation for it
+/// rather than one per string; owned otherwise.
 #[derive(Debug, Clone)]
 pub(crate) enum Pushed {
     Frame(PushFrame),
