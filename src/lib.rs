@@ -28,6 +28,7 @@ mod python;
 mod random;
 pub mod server;
 pub mod store;
+mod sync;
 pub mod tls;
 
 pub use client::{Client, ClientError, ClientOptions, ConnectionEvent, Incoming, Sent};

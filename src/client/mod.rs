@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -46,6 +46,7 @@ use crate::protocol::reply::{
 use crate::protocol::request::{
     Broadcast, Credential, Direct, History, Login, Peer, Register, Request,
 };
+use crate::sync::lock;
 
 /// Largest frame the client accepts: a full history reply is far above the server's request limit.
 const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
@@ -265,11 +266,6 @@ const ACK_DUE: Bytes = Bytes::new();
 /// covers more. A crash within it means a few more redeliveries, never a loss.
 const ACK_DELAY: Duration = Duration::from_millis(5);
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here leaves its data whole, so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Shared {
     fn pending(&self) -> MutexGuard<'_, Option<Pending>> {
         lock(&self.pending)
@@ -345,9 +341,7 @@ impl Shared {
     }
 
     fn closed_error(&self) -> ClientError {
-        self.close_reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        lock(&self.close_reason)
             .clone()
             .unwrap_or(ClientError::Closed {
                 code: None,
@@ -356,10 +350,7 @@ impl Shared {
     }
 
     fn set_close_reason(&self, err: ClientError) {
-        let mut reason = self
-            .close_reason
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut reason = lock(&self.close_reason);
         if reason.is_none() {
             *reason = Some(err);
         }
@@ -1112,11 +1103,9 @@ async fn read_loop(
             }
             None => break,
         };
-        // The usual push keeps its frame, copied out of the read buffer: one allocation
-        // for the whole message (not one per string), and unshared, so the thread
-        // that drops it does not touch the read buffer's reference count. Any other
-        // spelling of a push is parsed whole.
-        let pushed = match PushFrame::parse(Bytes::copy_from_slice(&line)) {
+        // The usual push keeps (a copy of) its frame: one allocation for the whole
+        // message, not one per string. Any other spelling of a push is parsed whole.
+        let pushed = match PushFrame::parse(&line) {
             Some(frame) => Some(Pushed::Frame(frame)),
             None => ChatMessage::parse_push(&line).map(Pushed::Message),
         };

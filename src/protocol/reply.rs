@@ -175,9 +175,10 @@ fn layout_str<'a>(line: &'a [u8], span: &Range<usize>) -> &'a str {
         .unwrap_or_default()
 }
 
-/// A pushed message still in the frame it came in: its strings are read from the
-/// frame's bytes, so receiving one allocates nothing until someone wants owned
-/// strings (a binding turning them into its own string objects never does).
+/// A pushed message kept as (a copy of) the frame it came in: its strings are read
+/// from the frame's bytes, so receiving one costs one allocation, not one per string,
+/// until someone wants owned strings (a binding turning them into its own string
+/// objects never does).
 #[derive(Debug, Clone)]
 pub struct PushFrame {
     frame: Bytes,
@@ -186,10 +187,15 @@ pub struct PushFrame {
 
 impl PushFrame {
     /// A push frame (without its newline) in the layout [`ChatMessage::encode_push`]
-    /// writes; `None` for anything else, which [`ChatMessage::parse_push`] then reads.
-    pub fn parse(frame: Bytes) -> Option<PushFrame> {
-        let layout = Layout::read(&frame)?;
-        Some(PushFrame { frame, layout })
+    /// writes, copied out of `line`; `None` for anything else (which
+    /// [`ChatMessage::parse_push`] then reads), and then nothing was copied. The copy
+    /// is unshared: the thread that drops it never touches the read buffer's count.
+    pub fn parse(line: &[u8]) -> Option<PushFrame> {
+        let layout = Layout::read(line)?;
+        Some(PushFrame {
+            frame: Bytes::copy_from_slice(line),
+            layout,
+        })
     }
 
     /// See [`ChatMessage::msg_id`].
@@ -538,7 +544,7 @@ mod tests {
             let line = frame.slice(..frame.len() - 1);
             prop_assert_eq!(ChatMessage::parse_push(&line), Some(m.clone()));
             // The frame-borrowing reading gives the same message, when it reads it.
-            if let Some(p) = PushFrame::parse(line) {
+            if let Some(p) = PushFrame::parse(&line) {
                 prop_assert_eq!(
                     (p.msg_id(), p.from(), p.to(), p.text(), p.ts()),
                     (m.msg_id, &*m.from, m.to.as_deref(), &*m.text, m.ts)

@@ -5,7 +5,7 @@
 //! under their own lock, so one thread may `recv` while another sends.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pyo3::intern;
@@ -19,6 +19,7 @@ use crate::client::{Client, Pushed, Sent};
 use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
 use crate::protocol::validate::BROADCAST_PEER;
+use crate::sync::lock;
 
 /// `(msg_id, stored, recipients, duplicate)`; the Python face turns it into a `Receipt`.
 pub(super) type ReceiptTuple = (u64, bool, Option<u64>, bool);
@@ -299,7 +300,7 @@ impl ClientCore {
             // is the receiver's place in line (one `recv` at a time), taken without the
             // GIL and held only for one slice; senders never touch it.
             let got = py.detach(|| {
-                let mut inbox = self.incoming.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut inbox = lock(&self.incoming);
                 if let Some(m) = inbox.pop() {
                     return Slice::Got(m);
                 }

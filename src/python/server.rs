@@ -1,7 +1,7 @@
 //! `ServerCore`: the Rust server behind `moechat.Server`.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use super::{runtime, seconds, server_error, wait};
 use crate::config::ServerConfig;
 use crate::server::{Server, ServerError, ServerHandle};
+use crate::sync::lock;
 
 enum State {
     /// Configured; nothing opened yet.
@@ -33,7 +34,7 @@ pub struct ServerCore {
 
 impl ServerCore {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// The handle, binding first if nothing is open yet.

@@ -733,12 +733,12 @@ struct Delivery {
 
 impl Delivery {
     fn take(&mut self, p: Arc<Push>, buf: &mut BytesMut) {
-        if p.direct {
+        if p.direct() {
             // The catch-up may already have written it (committed before, routed after login).
-            if p.msg_id <= self.last_direct {
+            if p.msg_id() <= self.last_direct {
                 return;
             }
-            self.last_direct = p.msg_id;
+            self.last_direct = p.msg_id();
         }
         append(buf, p.frame());
     }

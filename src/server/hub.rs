@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::futures::Notified;
@@ -22,14 +22,11 @@ use super::queue::{Bounded, SendError};
 use crate::protocol::code::Code;
 use crate::protocol::reply::ChatMessage;
 use crate::store::{CommitSink, Routed};
+use crate::sync::lock;
 
 /// A push waiting in a connection's inbox.
 #[derive(Debug)]
 pub struct Push {
-    /// The message's id, for the delivery cursor and de-duplication.
-    pub msg_id: u64,
-    /// Direct messages advance the recipient's cursor; broadcasts do not.
-    pub direct: bool,
     message: Arc<ChatMessage>,
     /// The encoded frame, made by the first connection that writes it (so not on the
     /// store's thread, which routes every message) and shared by every recipient of
@@ -41,11 +38,19 @@ impl Push {
     /// A push of `message`, not encoded yet.
     pub fn new(message: Arc<ChatMessage>) -> Push {
         Push {
-            msg_id: message.msg_id,
-            direct: message.to.is_some(),
             message,
             frame: OnceLock::new(),
         }
+    }
+
+    /// The message's id, for the delivery cursor and de-duplication.
+    pub fn msg_id(&self) -> u64 {
+        self.message.msg_id
+    }
+
+    /// Direct messages advance the recipient's cursor; broadcasts do not.
+    pub fn direct(&self) -> bool {
+        self.message.to.is_some()
     }
 
     /// The frame, newline included.
@@ -170,7 +175,7 @@ impl LocalHub {
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Conn>>> {
         // The map stays consistent at every step, so a panic elsewhere cannot leave it torn.
-        self.online.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.online)
     }
 
     /// Queues `push` to `conn`; a full inbox closes it as a slow consumer.
@@ -296,7 +301,7 @@ mod tests {
         assert!(!hub.committed(&msg(3, "a", Some("b"))).delivered);
         assert_eq!(b.close_reason(), Some(Code::SlowConsumer));
         assert!(hub.online_users().is_empty());
-        assert_eq!(rb.take().unwrap().msg_id, 2);
+        assert_eq!(rb.take().unwrap().msg_id(), 2);
     }
 
     #[test]

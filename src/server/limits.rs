@@ -5,8 +5,10 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::sync::lock;
 
 /// The window of the login cap.
 const LOGIN_WINDOW: Duration = Duration::from_secs(60);
@@ -34,7 +36,7 @@ impl LoginLimiter {
         if self.per_minute == 0 {
             return Ok(());
         }
-        let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut windows = lock(&self.windows);
         if windows.len() >= SWEEP_AT {
             windows.retain(|_, (start, _)| now.saturating_duration_since(*start) < LOGIN_WINDOW);
         }

@@ -18,7 +18,7 @@ pub mod session;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -29,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::ServerConfig;
 use crate::protocol::code::Code;
 use crate::store::{CommitSink, SqliteStore, Store, StoreError};
+use crate::sync::lock;
 use accounts::{AccountError, Accounts};
 use hub::{Conn, Hub, LocalHub};
 
@@ -90,7 +91,7 @@ pub struct Connections {
 impl Connections {
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
         // Each step leaves the map whole, so a poisoned lock is still usable.
-        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.live)
     }
 
     /// Adds `conn`; closes it at once if shutdown has already begun (it may have

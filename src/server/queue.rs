@@ -8,7 +8,9 @@
 //! channel allocates its first block of 32 slots when it is created.)
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::sync::lock;
 
 struct State<T> {
     items: VecDeque<T>,
@@ -45,7 +47,7 @@ impl<T> Bounded<T> {
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // Every critical section leaves the queue whole, so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Queues `item` if there is room and the consumer is still there.

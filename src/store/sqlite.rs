@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,6 +25,7 @@ use super::{Appended, CommitSink, Committing, NewMessage, Routed, Store, StoreEr
 use crate::config::MEMORY_DB;
 use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
+use crate::sync::lock;
 
 /// Commands queued for the store thread before callers wait (backpressure).
 const QUEUE: usize = 8_192;
@@ -428,21 +429,15 @@ impl MsgIds {
             |r| r.get(0),
         )?;
         // A row above the counter (written by an older build, say) still counts.
-        let newest: i64 =
-            conn.query_row("SELECT COALESCE(MAX(msg_id), 0) FROM messages", [], |r| {
-                r.get(0)
-            })?;
-        let last = u64::try_from(counter.max(newest)).unwrap_or(0);
+        let last = u64::try_from(counter)
+            .unwrap_or(0)
+            .max(newest_msg_id(conn)?);
         Ok(MsgIds { last, saved: last })
     }
 
     /// Moves past every id already in the log.
     fn catch_up(&mut self, tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-        let newest: i64 =
-            tx.query_row("SELECT COALESCE(MAX(msg_id), 0) FROM messages", [], |r| {
-                r.get(0)
-            })?;
-        self.last = self.last.max(u64::try_from(newest).unwrap_or(0));
+        self.last = self.last.max(newest_msg_id(tx)?);
         Ok(())
     }
 
@@ -472,6 +467,14 @@ impl MsgIds {
     }
 }
 
+/// The highest `msg_id` in the log (0 when it is empty).
+fn newest_msg_id(conn: &Connection) -> rusqlite::Result<u64> {
+    let newest: i64 = conn.query_row("SELECT COALESCE(MAX(msg_id), 0) FROM messages", [], |r| {
+        r.get(0)
+    })?;
+    Ok(u64::try_from(newest).unwrap_or(0))
+}
+
 /// The cursor advances the store thread holds until a transaction writes them.
 struct Cursors {
     pending: Arc<PendingCursors>,
@@ -496,10 +499,6 @@ impl Cursors {
     fn current(&self, user: &str, stored: u64) -> u64 {
         self.unsaved.get(user).map_or(stored, |&id| id.max(stored))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn run(
@@ -1004,6 +1003,16 @@ mod tests {
         SqliteStore::open(MEMORY_DB, Arc::new(NoRouting)).unwrap()
     }
 
+    /// A store on the file `name` in `dir`, for tests that reopen it or read it beside.
+    fn file_store(dir: &tempfile::TempDir, name: &str) -> (std::path::PathBuf, SqliteStore) {
+        let path = dir.path().join(name);
+        (path.clone(), open_file(&path))
+    }
+
+    fn open_file(path: &std::path::Path) -> SqliteStore {
+        SqliteStore::open(path.to_str().unwrap(), Arc::new(NoRouting)).unwrap()
+    }
+
     fn dm(from: &str, to: &str, text: &str) -> NewMessage {
         NewMessage {
             from: from.into(),
@@ -1174,8 +1183,7 @@ mod tests {
     #[tokio::test]
     async fn a_cursor_waits_for_a_write_or_its_flush_but_reads_see_it_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.db");
-        let s = SqliteStore::open(path.to_str().unwrap(), Arc::new(NoRouting)).unwrap();
+        let (path, s) = file_store(&dir, "c.db");
         s.create_user("a".into(), "h".into()).await.unwrap();
         s.create_user("b".into(), "h".into()).await.unwrap();
         let first = s.append(dm("a", "b", "1")).await.unwrap().message.msg_id;
@@ -1203,9 +1211,7 @@ mod tests {
     #[tokio::test]
     async fn ids_are_never_handed_out_twice_even_after_the_newest_are_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ids.db");
-        let path = path.to_str().unwrap();
-        let s = SqliteStore::open(path, Arc::new(NoRouting)).unwrap();
+        let (path, s) = file_store(&dir, "ids.db");
         for u in ["a", "b", "c"] {
             s.create_user(u.into(), "h".into()).await.unwrap();
         }
@@ -1217,7 +1223,7 @@ mod tests {
         assert_eq!(after_delete, newest + 1);
         assert!(s.delete_user("a".into()).await.unwrap());
         s.close().await.unwrap();
-        let s = SqliteStore::open(path, Arc::new(NoRouting)).unwrap();
+        let s = open_file(&path);
         s.create_user("a".into(), "h".into()).await.unwrap();
         let reopened = s
             .append(dm("a", "b", "later"))
@@ -1232,8 +1238,7 @@ mod tests {
     #[tokio::test]
     async fn an_id_taken_behind_the_store_s_back_is_skipped_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("other.db");
-        let s = SqliteStore::open(path.to_str().unwrap(), Arc::new(NoRouting)).unwrap();
+        let (path, s) = file_store(&dir, "other.db");
         s.create_user("a".into(), "h".into()).await.unwrap();
         let first = s.append(dm("a", "a", "one")).await.unwrap().message.msg_id;
         // Another process writes the next id into the same file.
@@ -1268,7 +1273,7 @@ mod tests {
             )
             .unwrap();
         }
-        let s = SqliteStore::open(path.to_str().unwrap(), Arc::new(NoRouting)).unwrap();
+        let s = open_file(&path);
         let inbox = s.undelivered("b".into(), None, 10).await.unwrap();
         assert_eq!(
             inbox
@@ -1356,7 +1361,7 @@ mod tests {
     async fn concurrent_appends_share_transactions() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
-        let s = Arc::new(SqliteStore::open(path.to_str().unwrap(), Arc::new(NoRouting)).unwrap());
+        let s = Arc::new(open_file(&path));
         s.create_user("a".into(), "h".into()).await.unwrap();
         s.create_user("b".into(), "h".into()).await.unwrap();
         let before = s.transactions();
