@@ -53,11 +53,20 @@ class Pty:
     def expect_after(self, marker: str, needle: str, timeout: float = 10.0) -> None:
         """Waits until `needle` appears after the last `marker` on the screen."""
         deadline = time.monotonic() + timeout
-        while needle not in self.seen[self.seen.rindex(marker) :]:
+        while marker not in self.seen or needle not in self.seen[self.seen.rindex(marker) :]:
             assert time.monotonic() < deadline, (
                 f"{needle!r} not seen after {marker!r}: {self.seen!r}"
             )
             self._read_some(0.05)
+
+    def enter(self, line: str) -> None:
+        """Types `line` and Enter, then waits, as a person would, for the next prompt.
+
+        Typing before the prompt is typing ahead: the terminal, not the line editor,
+        echoes it, and what the screen shows then depends on who wins a race.
+        """
+        self.type(line + "\n")
+        self.expect_after(line + "\r\n", "\n" + PROMPT)
 
     def _read_some(self, wait: float) -> None:
         ready, _, _ = select.select([self.master], [], [], wait)
@@ -83,33 +92,30 @@ def test_interactive_chat(server: moechat.Server) -> None:
     try:
         t.expect("Password for alice: ")
         t.type("wonderland\n")
-        t.expect("logged in as alice")
+        t.expect_after("logged in as alice", "\n" + PROMPT)
         assert "wonderland" not in t.seen, "the password is not echoed"
-        t.type("/users\n")
+        t.enter("/users")
         t.expect("online: alice, bob")
-        t.type("/msg bob hello bob\n")
+        t.enter("/msg bob hello bob")
         m = bob.recv(timeout=10)
         assert m is not None and (m.kind, m.text) == ("direct", "hello bob")
-        t.type("hello everyone\n")
+        t.enter("hello everyone")
         m = bob.recv(timeout=10)
         assert m is not None and (m.kind, m.text) == ("broadcast", "hello everyone")
         # A message arriving while alice types does not eat her half-typed line.
         t.type("half typed")
         t.expect("half typed")
         bob.send("alice", "interrupting")
-        screen = t.expect("interrupting")
-        after = screen[screen.index("interrupting") :]
-        t.expect("> half typed", timeout=5)
-        assert "> half typed" in t.seen[t.seen.index("interrupting") :], after
-        t.type(" and finished\n")
+        t.expect_after("interrupting", "\n" + PROMPT + "half typed", timeout=5)
+        t.enter(" and finished")
         m = bob.recv(timeout=10)
         assert m is not None and m.text == "half typed and finished"
-        t.type("/history bob\n")
+        t.enter("/history bob")
         t.expect("[alice → bob] hello bob")
-        t.type("/msg nobody hi\n")
+        # Ctrl-D means end of input only once the line editor is reading again,
+        # which enter() waits for.
+        t.enter("/msg nobody hi")
         t.expect("error: no such user")
-        # Ctrl-D means end of input only once the line editor is reading again.
-        t.expect_after("error: no such user", PROMPT)
         t.type("\x04")  # Ctrl-D
         assert t.proc.wait(timeout=10) == 0
     finally:
