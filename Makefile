@@ -55,13 +55,17 @@ build:
 serve:
 	cargo run --release --locked --bin moechat-server
 
-# Fuzzes the frame and request parsers for FUZZ_SECS (needs `cargo install cargo-fuzz`;
+# Fuzzes each of FUZZ_TARGETS for FUZZ_SECS (needs `cargo install cargo-fuzz`;
 # RUSTC_BOOTSTRAP lets the stable toolchain take the sanitizer flags). Not part of `test`.
+# frames: the server's frame and request parsers; pushes: the client's push reading.
 FUZZ_SECS ?= 600
+FUZZ_TARGETS ?= frames pushes
 fuzz:
-	mkdir -p fuzz/corpus/frames
-	cp -n fuzz/seeds/frames/* fuzz/corpus/frames/
-	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run frames corpus/frames -- -max_total_time=$(FUZZ_SECS) -max_len=4096
+	set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  cp -n fuzz/seeds/$$t/* fuzz/corpus/$$t/; \
+	  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECS) -max_len=4096); \
+	done
 
 # The benchmarks of docs/BENCHMARKS.md (not part of `test`): W1-W4 against MoeChat,
 # redis-server and nats-server (apt-get install redis-server nats-server), then W5 with a
