@@ -614,6 +614,9 @@ mod tests {
         ] {
             assert_eq!(canonical_push(line), None, "{}", String::from_utf8_lossy(line));
         }
+        let minus_zero =
+            br#"{"status":"m","status_code":90,"info":{"msg_id":1,"from":"a","text":"x","ts":-0}}"#;
+        assert_eq!(ChatMessage::parse_push(minus_zero), None);
         let negative_ts =
             br#"{"status":"m","status_code":90,"info":{"msg_id":1,"from":"a","text":"x","ts":-5}}"#;
         assert_eq!(canonical_push(negative_ts).map(|m| m.ts), Some(-5));
