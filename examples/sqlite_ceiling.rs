@@ -5,6 +5,8 @@
 //! transactions of `--batch` rows, with the store's pragmas (WAL, `synchronous =
 //! FULL`, 16 MiB of cache, checkpoints every 4,000 pages). No server, no network,
 //! no routing: the rate it prints is the most a single writer thread could commit.
+//! The database is a scratch file at `--db`, which must not exist; it is removed
+//! afterwards.
 //! Flags change one thing at a time, to price the schema's parts (docs/BENCHMARKS.md):
 //!
 //! ```sh
@@ -18,8 +20,9 @@ use std::time::Instant;
 
 use rusqlite::{params, Connection};
 
-const USAGE: &str = "usage: sqlite_ceiling --db PATH [--messages N] [--batch N] \
-                     [--int-keys] [--no-pair-index] [--sync FULL|NORMAL]";
+const USAGE: &str = "usage: sqlite_ceiling --db NEW-PATH [--messages N] [--batch N] \
+                     [--int-keys] [--no-pair-index] [--sync FULL|NORMAL]\n\
+                     (NEW-PATH must not exist: the scratch database is made there and removed)";
 
 struct Options {
     db: String,
@@ -65,15 +68,26 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, Stri
         }
     }
     if o.db.is_empty() {
-        return Err("--db is required (the file is replaced)".into());
+        return Err("--db is required".into());
+    }
+    // It is a scratch file: never overwrite one that exists (it could be a real store).
+    if std::path::Path::new(&o.db).exists() {
+        return Err(format!(
+            "{} exists; give a path for a new scratch file",
+            o.db
+        ));
     }
     Ok(Some(o))
 }
 
-fn run(o: &Options) -> rusqlite::Result<f64> {
+/// Removes the scratch database and its WAL files.
+fn remove(db: &str) {
     for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", o.db));
+        let _ = std::fs::remove_file(format!("{db}{suffix}"));
     }
+}
+
+fn run(o: &Options) -> rusqlite::Result<f64> {
     let mut conn = Connection::open(&o.db)?;
     let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     conn.pragma_update(None, "synchronous", &o.sync)?;
@@ -132,7 +146,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&options) {
+    let result = run(&options);
+    remove(&options.db);
+    match result {
         Ok(seconds) => {
             println!(
                 "{}: {} keys, {} index, synchronous={}, batches of {}: {:.0} inserts/s ({:.2} us each)",
