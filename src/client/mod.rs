@@ -1107,7 +1107,7 @@ async fn read_loop(
         // message, not one per string. Any other spelling of a push is parsed whole.
         let pushed = match PushFrame::parse(&line) {
             Some(frame) => Some(Pushed::Frame(frame)),
-            None => ChatMessage::parse_push(&line).map(Pushed::Message),
+            None => ChatMessage::parse_push_general(&line).map(Pushed::Message),
         };
         if let Some(m) = pushed {
             if !deliver(&shared, incoming.as_ref(), m).await {

@@ -92,8 +92,9 @@ impl ChatMessage {
         canonical_push(line).or_else(|| Self::parse_push_general(line))
     }
 
-    /// Any JSON spelling of a push: other key orders, escapes, unknown fields.
-    fn parse_push_general(line: &[u8]) -> Option<ChatMessage> {
+    /// Any JSON spelling of a push: other key orders, escapes, unknown fields (for a
+    /// reader that has already tried the canonical layout, [`PushFrame::parse`]).
+    pub(crate) fn parse_push_general(line: &[u8]) -> Option<ChatMessage> {
         #[derive(Deserialize)]
         struct Push {
             // Never read: parsing it is the check (anything but `m` fails here).

@@ -499,10 +499,10 @@ impl Connection {
                 return;
             }
         };
+        if !messages.is_empty() {
+            give_room(&mut self.output, 0);
+        }
         for m in &messages {
-            if self.output.capacity() == 0 {
-                self.output.reserve(WRITE_BUFFER);
-            }
             m.write_push(&mut self.output);
             self.delivery.last_direct = self.delivery.last_direct.max(m.msg_id);
         }
@@ -667,10 +667,15 @@ fn poll_io(
 
 /// Appends `bytes` to `buf`, giving an unallocated buffer room for a whole batch.
 fn append(buf: &mut BytesMut, bytes: &[u8]) {
-    if buf.capacity() == 0 {
-        buf.reserve(WRITE_BUFFER.max(bytes.len()));
-    }
+    give_room(buf, bytes.len());
     buf.extend_from_slice(bytes);
+}
+
+/// Gives an unallocated buffer room for a whole batch, and for at least `len` bytes.
+fn give_room(buf: &mut BytesMut, len: usize) {
+    if buf.capacity() == 0 {
+        buf.reserve(WRITE_BUFFER.max(len));
+    }
 }
 
 /// Answers in request order: ready ones leave at once, a pending one holds back
