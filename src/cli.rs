@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::{ServerConfig, DEFAULT_DB, DEFAULT_HOST, DEFAULT_PORT, MEMORY_DB};
+use crate::config::{self, ServerConfig, DEFAULT_DB, DEFAULT_HOST, DEFAULT_PORT, MEMORY_DB};
 use crate::server::accounts::{AccountError, Accounts};
+use crate::server::hasher::Hasher;
 use crate::server::Server;
 use crate::store::{NoRouting, SqliteStore, Store, StoreError};
 
@@ -43,6 +44,8 @@ struct Cli {
     log_level: LogLevel,
 }
 
+// Defaults and bounds come from `config`'s tables: the help shows them, and
+// `ServerConfig::validate` judges every value, as it does for the Python `Server`.
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Address to listen on
@@ -52,71 +55,43 @@ struct ServeArgs {
     #[arg(long, env = "MOECHAT_PORT", default_value_t = DEFAULT_PORT)]
     port: u16,
     /// Seconds of client silence before a ping; twice that closes the connection
-    #[arg(
-        long,
-        env = "MOECHAT_HEARTBEAT",
-        default_value_t = 60.0,
-        value_name = "SECS"
-    )]
+    #[arg(long, env = "MOECHAT_HEARTBEAT", default_value_t = config::HEARTBEAT.default, value_name = "SECS")]
     heartbeat: f64,
     /// Whether anyone may register a user
     #[arg(long, env = "MOECHAT_REGISTRATION", value_enum, default_value = "open")]
     registration: Registration,
     /// Longest accepted frame, bytes
-    #[arg(
-        long,
-        env = "MOECHAT_MAX_FRAME_BYTES",
-        default_value_t = 65_536,
-        value_name = "BYTES"
-    )]
+    #[arg(long, env = "MOECHAT_MAX_FRAME_BYTES", default_value_t = config::MAX_FRAME_BYTES.default_usize(), value_name = "BYTES")]
     max_frame_bytes: usize,
     /// Longest message text, bytes
-    #[arg(
-        long,
-        env = "MOECHAT_MAX_TEXT_BYTES",
-        default_value_t = 8_192,
-        value_name = "BYTES"
-    )]
+    #[arg(long, env = "MOECHAT_MAX_TEXT_BYTES", default_value_t = config::MAX_TEXT_BYTES.default_usize(), value_name = "BYTES")]
     max_text_bytes: usize,
     /// Connections served at once
-    #[arg(
-        long,
-        env = "MOECHAT_MAX_CONNECTIONS",
-        default_value_t = 10_000,
-        value_name = "N"
-    )]
+    #[arg(long, env = "MOECHAT_MAX_CONNECTIONS", default_value_t = config::MAX_CONNECTIONS.default_usize(), value_name = "N")]
     max_connections: usize,
     /// Messages a connection may send per second (e/74 past it); 0 = no limit
-    #[arg(
-        long,
-        env = "MOECHAT_RATE_LIMIT",
-        default_value_t = 0.0,
-        value_name = "MSGS_PER_SEC"
-    )]
+    #[arg(long, env = "MOECHAT_RATE_LIMIT", default_value_t = config::RATE_LIMIT_DEFAULT, value_name = "MSGS_PER_SEC")]
     rate_limit: f64,
     /// Messages a connection may send at once before the rate applies
-    #[arg(
-        long,
-        env = "MOECHAT_RATE_BURST",
-        default_value_t = 100,
-        value_name = "N"
-    )]
+    #[arg(long, env = "MOECHAT_RATE_BURST", default_value_t = config::RATE_BURST.default_u32(), value_name = "N")]
     rate_burst: u32,
-    /// Login attempts allowed from one address per minute (r/22 past it); 0 = no cap
-    #[arg(
-        long,
-        env = "MOECHAT_LOGIN_RATE",
-        default_value_t = 120,
-        value_name = "PER_MIN"
-    )]
+    /// Failed logins allowed from one address per minute (r/22 past it); 0 = no cap
+    #[arg(long, env = "MOECHAT_LOGIN_RATE", default_value_t = config::LOGIN_RATE.default_u32(), value_name = "PER_MIN")]
     login_rate: u32,
+    /// Failed password logins allowed for one account per 15 minutes (r/22 past it); 0 = no cap
+    #[arg(long, env = "MOECHAT_ACCOUNT_FAILURES", default_value_t = config::ACCOUNT_FAILURES.default_u32(), value_name = "N")]
+    account_failures: u32,
+    /// Password hashes computed at once [default: the number of cores]
+    #[arg(long, env = "MOECHAT_HASH_WORKERS", value_name = "N")]
+    hash_workers: Option<usize>,
+    /// Logins that may wait for a hashing slot (r/24 past it)
+    #[arg(long, env = "MOECHAT_HASH_QUEUE", default_value_t = config::HASH_QUEUE.default_usize(), value_name = "N")]
+    hash_queue: usize,
+    /// Seconds a login may wait for a hashing slot before r/24
+    #[arg(long, env = "MOECHAT_HASH_WAIT", default_value_t = config::HASH_WAIT.default, value_name = "SECS")]
+    hash_wait: f64,
     /// Seconds a session token stays valid for resuming a login
-    #[arg(
-        long,
-        env = "MOECHAT_SESSION_TTL",
-        default_value_t = 86_400.0,
-        value_name = "SECS"
-    )]
+    #[arg(long, env = "MOECHAT_SESSION_TTL", default_value_t = config::SESSION_TTL.default, value_name = "SECS")]
     session_ttl: f64,
     /// TLS certificate chain, PEM, leaf first (needs --tls-key); every connection then speaks TLS
     #[arg(long, env = "MOECHAT_TLS_CERT", value_name = "PEM")]
@@ -233,7 +208,10 @@ fn execute(cli: Cli) -> Result<(), CliError> {
             let password = read_password(&name, password_stdin)?;
             let store = open_store(&cli.db, false)?;
             runtime.block_on(async {
-                let result = Accounts::new(store.clone(), Duration::from_secs(1))
+                // One user, one hash: a single worker, and all the time it needs.
+                let hasher = Hasher::new(1, 0, Duration::from_secs(1))
+                    .map_err(|e| CliError::Failed(format!("cannot start a thread: {e}")))?;
+                let result = Accounts::new(store.clone(), Duration::from_secs(1), hasher)
                     .create(&name, &password)
                     .await;
                 store.close().await?;
@@ -280,36 +258,30 @@ fn execute(cli: Cli) -> Result<(), CliError> {
 }
 
 fn server_config(a: &ServeArgs, db: String) -> Result<ServerConfig, CliError> {
-    if !a.heartbeat.is_finite() || a.heartbeat <= 0.0 || a.heartbeat > 86_400.0 {
-        return Err(CliError::Usage(format!(
-            "--heartbeat must be more than 0 and at most 86400 seconds, not {}",
-            a.heartbeat
-        )));
-    }
-    if !a.session_ttl.is_finite() || a.session_ttl <= 0.0 || a.session_ttl > 31_536_000.0 {
-        return Err(CliError::Usage(format!(
-            "--session-ttl must be more than 0 and at most 31536000 seconds, not {}",
-            a.session_ttl
-        )));
-    }
+    let usage = |e: config::ConfigError| CliError::Usage(e.to_string());
+    let defaults = ServerConfig::default();
     let config = ServerConfig {
-        rate_limit: a.rate_limit,
-        rate_burst: a.rate_burst,
-        login_rate: a.login_rate,
-        session_ttl: Duration::from_secs_f64(a.session_ttl),
         host: a.host.clone(),
         port: a.port,
         db,
-        heartbeat: Duration::from_secs_f64(a.heartbeat),
+        heartbeat: config::HEARTBEAT.duration(a.heartbeat).map_err(usage)?,
         registration_open: matches!(a.registration, Registration::Open),
         max_frame_bytes: a.max_frame_bytes,
         max_text_bytes: a.max_text_bytes,
         max_connections: a.max_connections,
+        rate_limit: a.rate_limit,
+        rate_burst: a.rate_burst,
+        login_rate: a.login_rate,
+        account_failures: a.account_failures,
+        hash_workers: a.hash_workers.unwrap_or(defaults.hash_workers),
+        hash_queue: a.hash_queue,
+        hash_wait: config::HASH_WAIT.duration(a.hash_wait).map_err(usage)?,
+        session_ttl: config::SESSION_TTL.duration(a.session_ttl).map_err(usage)?,
         tls_cert: a.tls_cert.clone(),
         tls_key: a.tls_key.clone(),
-        ..ServerConfig::default()
+        ..defaults
     };
-    config.validate().map_err(CliError::Usage)?;
+    config.validate().map_err(usage)?;
     Ok(config)
 }
 

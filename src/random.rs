@@ -49,3 +49,13 @@ mod tests {
         assert_eq!(super::alphanumeric(0), "");
     }
 }
+
+/// A duration from zero up to `max`, for spreading retries apart (no need for the
+/// OS's randomness: only that clients do not retry in step).
+pub fn jitter(max: std::time::Duration) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    std::time::Duration::from_nanos(h.finish() % nanos.max(1))
+}

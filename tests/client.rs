@@ -146,3 +146,98 @@ async fn dropping_every_handle_closes_the_connection() {
     assert!(gone, "the server saw the connection close");
     s.stop().await;
 }
+
+/// A scripted server: accepts one connection and hands the test its lines.
+async fn scripted() -> (
+    u16,
+    tokio::task::JoinHandle<(
+        tokio::io::Lines<tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>>,
+        tokio::net::tcp::OwnedWriteHalf,
+    )>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (rd, wr) = stream.into_split();
+        (tokio::io::BufReader::new(rd).lines(), wr)
+    });
+    (port, accepted)
+}
+
+/// One reading of pushes: an `m` frame with an `id` is neither a push nor an answer.
+/// Before, a third reading in the client delivered the first frame below as a
+/// message, and the second answered the ping.
+#[tokio::test]
+async fn message_frames_with_an_id_are_neither_pushes_nor_answers() {
+    use tokio::io::AsyncWriteExt;
+    let (port, accepted) = scripted().await;
+    let (c, mut incoming) =
+        Client::connect_with("127.0.0.1", port, moechat::ClientOptions::no_reconnect())
+            .await
+            .unwrap();
+    let ping = tokio::spawn(async move { c.ping().await.map(|_| c) });
+    let (mut lines, mut wr) = accepted.await.unwrap();
+    let sent: serde_json::Value =
+        serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let id = &sent["id"];
+    let push = |msg_id: u64| {
+        serde_json::json!({"status":"m","status_code":80,
+            "info":{"msg_id":msg_id,"from":"a","to":"b","text":"t","ts":1}})
+    };
+    let mut with_string_id = push(1);
+    with_string_id["id"] = serde_json::json!("x");
+    let mut with_request_id = push(3);
+    with_request_id["id"] = id.clone();
+    let pong = serde_json::json!({"status":"r","status_code":30,"info":{"req":"pong"},"id":id});
+    for frame in [with_string_id, with_request_id, pong, push(2)] {
+        wr.write_all(format!("{frame}\n").as_bytes()).await.unwrap();
+    }
+    let c = ping.await.unwrap().expect("the pong answers the ping");
+    let m = incoming.recv().await.unwrap();
+    assert_eq!(m.msg_id, 2, "only the real push is a message");
+    drop(c);
+}
+
+/// `r`/24 (busy) is retried with backoff until the server can check the password.
+#[tokio::test]
+async fn a_busy_login_is_sent_again() {
+    use tokio::io::AsyncWriteExt;
+    let (port, accepted) = scripted().await;
+    let (c, _incoming) =
+        Client::connect_with("127.0.0.1", port, moechat::ClientOptions::no_reconnect())
+            .await
+            .unwrap();
+    let login = tokio::spawn(async move { c.login("alice", "wonderland").await });
+    let (mut lines, mut wr) = accepted.await.unwrap();
+    let mut logins = 0;
+    loop {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("the client sends the login again")
+            .unwrap()
+            .unwrap();
+        let frame: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(frame["info"]["req"], "login", "{frame}");
+        logins += 1;
+        let answer = if logins < 3 {
+            serde_json::json!({"status":"r","status_code":24,
+                "info":{"error":"too busy"},"id":frame["id"]})
+        } else {
+            serde_json::json!({"status":"r","status_code":10,"info":{"user":"alice",
+                "session":"a".repeat(24),"port":port,"heartbeat":60},"id":frame["id"]})
+        };
+        wr.write_all(format!("{answer}\n").as_bytes())
+            .await
+            .unwrap();
+        if logins == 3 {
+            break;
+        }
+    }
+    let ok = login
+        .await
+        .unwrap()
+        .expect("logged in after two busy answers");
+    assert_eq!(ok.user, "alice");
+}

@@ -4,7 +4,7 @@ from typing import Any, TypeAlias, final
 
 from ._types import Message
 
-__all__ = ["__version__", "cli_main", "ServerCore", "ClientCore", "AsyncClientCore"]
+__all__ = ["__version__", "cli_main", "DEFAULTS", "Defaults", "ServerCore", "ClientCore", "AsyncClientCore"]
 
 __version__: str
 
@@ -14,23 +14,57 @@ _Path: TypeAlias = str | PathLike[str]
 def cli_main(argv: list[str]) -> int: ...
 
 @final
+class Defaults:
+    @property
+    def heartbeat(self) -> float: ...
+    @property
+    def registration(self) -> bool: ...
+    @property
+    def max_frame_bytes(self) -> int: ...
+    @property
+    def max_text_bytes(self) -> int: ...
+    @property
+    def max_connections(self) -> int: ...
+    @property
+    def session_ttl(self) -> float: ...
+    @property
+    def rate_limit(self) -> float: ...
+    @property
+    def rate_burst(self) -> int: ...
+    @property
+    def login_rate(self) -> int: ...
+    @property
+    def account_failures(self) -> int: ...
+    @property
+    def hash_queue(self) -> int: ...
+    @property
+    def hash_wait(self) -> float: ...
+
+DEFAULTS: Defaults
+
+@final
 class ServerCore:
     def __new__(
         cls,
         host: str,
         port: int,
         db: str,
+        *,
         heartbeat: float,
         registration: bool,
         max_frame_bytes: int,
         max_text_bytes: int,
         max_connections: int,
-        session_ttl: float = 86400.0,
-        rate_limit: float = 0.0,
-        rate_burst: int = 100,
-        login_rate: int = 120,
-        tls_cert: _Path | None = None,
-        tls_key: _Path | None = None,
+        session_ttl: float,
+        rate_limit: float,
+        rate_burst: int,
+        login_rate: int,
+        account_failures: int,
+        hash_workers: int | None,
+        hash_queue: int,
+        hash_wait: float,
+        tls_cert: _Path | None,
+        tls_key: _Path | None,
     ) -> ServerCore: ...
     def add_user(self, name: str, password: str) -> None: ...
     def start(self) -> None: ...
@@ -39,7 +73,7 @@ class ServerCore:
     @property
     def running(self) -> bool: ...
     def online_users(self) -> list[str]: ...
-    def stop(self, timeout: float | None = 5.0) -> None: ...
+    def stop(self, timeout: float | None = 10.0) -> None: ...
     def wait_stopped(self) -> None: ...
 
 @final

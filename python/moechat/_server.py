@@ -8,12 +8,18 @@ from types import TracebackType
 from . import _moechat
 
 
+_D = _moechat.DEFAULTS
+
+
 class Server:
     """A MoeChat server on its own threads; ``start`` returns once it listens.
 
     ``port=0`` picks a free port (read it from ``port`` after ``start``); ``db`` is a
     SQLite file path or ``":memory:"``. The keyword settings are the command line's flags
-    of the same names (``rate_limit=0`` and ``login_rate=0`` turn those limits off).
+    of the same names, with the same defaults and bounds (``rate_limit=0``,
+    ``login_rate=0`` and ``account_failures=0`` turn those limits off;
+    ``hash_workers=None`` is one per core). A value out of bounds raises ``ValueError``
+    with the sentence the command line prints for it.
 
     ``tls_cert`` and ``tls_key`` (PEM files, given together) make every connection TLS;
     ``start`` raises ``TLSError`` if they cannot be used.
@@ -25,15 +31,19 @@ class Server:
         port: int = 0,
         db: str = ":memory:",
         *,
-        heartbeat: float = 60.0,
-        registration: bool = True,
-        max_frame_bytes: int = 65536,
-        max_text_bytes: int = 8192,
-        max_connections: int = 10000,
-        session_ttl: float = 86400.0,
-        rate_limit: float = 0.0,
-        rate_burst: int = 100,
-        login_rate: int = 120,
+        heartbeat: float = _D.heartbeat,
+        registration: bool = _D.registration,
+        max_frame_bytes: int = _D.max_frame_bytes,
+        max_text_bytes: int = _D.max_text_bytes,
+        max_connections: int = _D.max_connections,
+        session_ttl: float = _D.session_ttl,
+        rate_limit: float = _D.rate_limit,
+        rate_burst: int = _D.rate_burst,
+        login_rate: int = _D.login_rate,
+        account_failures: int = _D.account_failures,
+        hash_workers: int | None = None,
+        hash_queue: int = _D.hash_queue,
+        hash_wait: float = _D.hash_wait,
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -41,17 +51,21 @@ class Server:
             host,
             port,
             db,
-            heartbeat,
-            registration,
-            max_frame_bytes,
-            max_text_bytes,
-            max_connections,
-            session_ttl,
-            rate_limit,
-            rate_burst,
-            login_rate,
-            tls_cert,
-            tls_key,
+            heartbeat=heartbeat,
+            registration=registration,
+            max_frame_bytes=max_frame_bytes,
+            max_text_bytes=max_text_bytes,
+            max_connections=max_connections,
+            session_ttl=session_ttl,
+            rate_limit=rate_limit,
+            rate_burst=rate_burst,
+            login_rate=login_rate,
+            account_failures=account_failures,
+            hash_workers=hash_workers,
+            hash_queue=hash_queue,
+            hash_wait=hash_wait,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
 
     def add_user(self, name: str, password: str) -> None:
@@ -84,8 +98,12 @@ class Server:
         """Users logged in right now, sorted."""
         return self._core.online_users()
 
-    def stop(self, timeout: float | None = 5.0) -> None:
-        """Stop gracefully (clients get ``e``/65, pending messages are committed); idempotent."""
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Stop gracefully (clients get ``e``/65, pending messages are committed); idempotent.
+
+        Raises ``TimeoutError`` if the server has not stopped within ``timeout`` seconds
+        (it goes on stopping; call ``stop`` again to wait more), and ``MoeChatError`` if
+        it ended abnormally."""
         self._core.stop(timeout)
 
     def serve_forever(self) -> None:

@@ -63,6 +63,11 @@ const RESUME_TIMEOUT: Duration = Duration::from_secs(10);
 const NONCE_CHARS: usize = 20;
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// First and longest pause before a login or register answered `r`/24 (busy) is sent
+/// again, and how long to keep trying before the busy answer is the call's error.
+const BUSY_FIRST: Duration = Duration::from_millis(50);
+const BUSY_MAX: Duration = Duration::from_secs(1);
+const BUSY_RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// The reading half of a connection, plain or TLS.
 type Reader = Box<dyn AsyncRead + Send + Unpin>;
@@ -590,7 +595,7 @@ impl Client {
             credential: Credential::Password(password.into()),
             acks: self.shared.options.reconnect,
         });
-        let env = expect(self.request(&req).await?, &[Code::LoginOk])?;
+        let env = expect(self.request_unless_busy(&req).await?, &[Code::LoginOk])?;
         let info: LoginOk = decode(env)?;
         if self.shared.options.reconnect {
             *lock(&self.shared.session) = Some((info.user.clone(), info.session.clone()));
@@ -604,7 +609,22 @@ impl Client {
             user: user.into(),
             password: password.into(),
         });
-        expect(self.request(&req).await?, &[Code::QueryOk]).map(drop)
+        expect(self.request_unless_busy(&req).await?, &[Code::QueryOk]).map(drop)
+    }
+
+    /// [`Client::request`], sent again with backoff (and jitter, so a crowd does not
+    /// come back in step) while the server answers `r`/24: too busy hashing passwords.
+    async fn request_unless_busy(&self, request: &Request) -> Result<Envelope, ClientError> {
+        let give_up = Instant::now() + BUSY_RETRY_FOR;
+        let mut delay = BUSY_FIRST;
+        loop {
+            let env = self.request(request).await?;
+            if env.code != Code::Busy.number() || Instant::now() >= give_up {
+                return Ok(env);
+            }
+            tokio::time::sleep(delay / 2 + crate::random::jitter(delay / 2)).await;
+            delay = (delay * 2).min(BUSY_MAX);
+        }
     }
 
     /// Online users, sorted.
@@ -1122,7 +1142,10 @@ async fn read_loop(
                 continue;
             }
         };
-        if let Some(id) = env.id.as_ref().and_then(Id::as_u64) {
+        // Only an answer can be the answer to a request: an `m` frame with an `id` is
+        // not a push (the push reading above declined it) and matches no request.
+        let answer = matches!(env.status, Status::Response | Status::Error);
+        if let Some(id) = env.id.as_ref().and_then(Id::as_u64).filter(|_| answer) {
             let waiter = shared.pending().as_mut().and_then(|p| p.remove(&id));
             if let Some(w) = waiter {
                 let _ = w.tx.send(env);
@@ -1136,19 +1159,12 @@ async fn read_loop(
                     break;
                 }
             }
-            (Status::Message, Some(Code::Direct | Code::Broadcast)) => {
-                let m = match serde_json::from_value::<ChatMessage>(serde_json::Value::Object(
-                    env.info,
-                )) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!("ignoring a malformed push: {e}");
-                        continue;
-                    }
-                };
-                if !deliver(&shared, incoming.as_ref(), Pushed::Message(m)).await {
-                    break;
-                }
+            (Status::Message, _) => {
+                // The one reading of pushes (above) declined it: say so, never guess.
+                tracing::warn!(
+                    "ignoring a message frame that is not a valid push: code {}",
+                    env.code
+                );
             }
             (Status::Error, _) | (Status::Response, _) => {
                 let reason = env

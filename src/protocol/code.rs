@@ -101,10 +101,13 @@ codes! {
     BadCredentials = 20, Response, false;
     /// `r`/21: login request malformed.
     LoginMalformed = 21, Response, false;
-    /// `r`/22: too many failed logins on this connection; the server closes it.
+    /// `r`/22: too many failed logins on this connection, from this address or for
+    /// this account; the server closes it.
     TooManyAttempts = 22, Response, true;
     /// `r`/23: this connection is already logged in.
     AlreadyLoggedIn = 23, Response, false;
+    /// `r`/24: too busy to check a password now; nothing was counted, try again soon.
+    Busy = 24, Response, false;
     /// `r`/30: query succeeded.
     QueryOk = 30, Response, false;
     /// `r`/40: unknown request.

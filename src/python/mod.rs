@@ -129,7 +129,8 @@ fn client_error(py: Python<'_>, e: ClientError) -> PyErr {
                     Code::BadCredentials
                     | Code::LoginMalformed
                     | Code::TooManyAttempts
-                    | Code::AlreadyLoggedIn,
+                    | Code::AlreadyLoggedIn
+                    | Code::Busy,
                 ) => "LoginError",
                 Some(
                     Code::UnknownRequest
@@ -160,7 +161,7 @@ fn client_error(py: Python<'_>, e: ClientError) -> PyErr {
 
 fn server_error(py: Python<'_>, e: ServerError) -> PyErr {
     match e {
-        ServerError::Config(msg) => PyValueError::new_err(msg),
+        ServerError::Config(msg) => PyValueError::new_err(msg.to_string()),
         ServerError::Bind { .. } => PyOSError::new_err(e.to_string()),
         ServerError::Account(AccountError::InvalidName(_) | AccountError::InvalidPassword) => {
             PyValueError::new_err(e.to_string())
@@ -277,6 +278,8 @@ fn moechat_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_class::<server::ServerCore>()?;
+    m.add_class::<server::Defaults>()?;
+    m.add("DEFAULTS", server::Defaults::new())?;
     m.add_class::<client::ClientCore>()?;
     m.add_class::<aio::AsyncClientCore>()?;
     Ok(())

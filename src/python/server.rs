@@ -2,14 +2,14 @@
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use tokio::task::JoinHandle;
 
 use super::{runtime, seconds, server_error, wait};
-use crate::config::ServerConfig;
+use crate::config::{self, ConfigError, ServerConfig};
 use crate::server::{Server, ServerError, ServerHandle};
 use crate::sync::lock;
 
@@ -79,13 +79,58 @@ impl Drop for ServerCore {
     }
 }
 
+/// The server's defaults, from `config`'s tables: `moechat.Server`'s keyword
+/// defaults read them, so they are written once.
+#[pyclass(frozen, get_all, module = "moechat._moechat")]
+pub struct Defaults {
+    heartbeat: f64,
+    registration: bool,
+    max_frame_bytes: u64,
+    max_text_bytes: u64,
+    max_connections: u64,
+    session_ttl: f64,
+    rate_limit: f64,
+    rate_burst: u64,
+    login_rate: u64,
+    account_failures: u64,
+    hash_queue: u64,
+    hash_wait: f64,
+}
+
+impl Defaults {
+    /// Read off [`ServerConfig::default`].
+    pub fn new() -> Defaults {
+        let d = ServerConfig::default();
+        Defaults {
+            heartbeat: d.heartbeat.as_secs_f64(),
+            registration: d.registration_open,
+            max_frame_bytes: d.max_frame_bytes as u64,
+            max_text_bytes: d.max_text_bytes as u64,
+            max_connections: d.max_connections as u64,
+            session_ttl: d.session_ttl.as_secs_f64(),
+            rate_limit: d.rate_limit,
+            rate_burst: d.rate_burst.into(),
+            login_rate: d.login_rate.into(),
+            account_failures: d.account_failures.into(),
+            hash_queue: d.hash_queue as u64,
+            hash_wait: d.hash_wait.as_secs_f64(),
+        }
+    }
+}
+
+/// A Python int as a setting: any int, so a negative or huge one gets the setting's
+/// own error sentence rather than an `OverflowError` about a machine type.
+fn count<T: TryFrom<i128>>(setting: config::Count, value: i128) -> Result<T, ConfigError> {
+    setting.from_int(value)
+}
+
 #[pymethods]
 impl ServerCore {
     #[new]
     #[pyo3(signature = (
-        host, port, db, heartbeat, registration, max_frame_bytes, max_text_bytes,
-        max_connections, session_ttl = 86_400.0, rate_limit = 0.0, rate_burst = 100,
-        login_rate = 120, tls_cert = None, tls_key = None
+        host, port, db, *, heartbeat, registration, max_frame_bytes, max_text_bytes,
+        max_connections, session_ttl, rate_limit, rate_burst, login_rate, account_failures,
+        hash_workers, hash_queue, hash_wait, tls_cert, tls_key
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -94,36 +139,50 @@ impl ServerCore {
         db: String,
         heartbeat: f64,
         registration: bool,
-        max_frame_bytes: usize,
-        max_text_bytes: usize,
-        max_connections: usize,
+        max_frame_bytes: i128,
+        max_text_bytes: i128,
+        max_connections: i128,
         session_ttl: f64,
         rate_limit: f64,
-        rate_burst: u32,
-        login_rate: u32,
+        rate_burst: i128,
+        login_rate: i128,
+        account_failures: i128,
+        hash_workers: Option<i128>,
+        hash_queue: i128,
+        hash_wait: f64,
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
     ) -> PyResult<ServerCore> {
-        let heartbeat = seconds(Some(heartbeat), "heartbeat")?.unwrap_or(Duration::ZERO);
-        let session_ttl = seconds(Some(session_ttl), "session_ttl")?.unwrap_or(Duration::ZERO);
-        let config = ServerConfig {
-            host,
-            port,
-            db,
-            heartbeat,
-            registration_open: registration,
-            max_frame_bytes,
-            max_text_bytes,
-            max_connections,
-            session_ttl,
-            rate_limit,
-            rate_burst,
-            login_rate,
-            tls_cert,
-            tls_key,
-            ..ServerConfig::default()
+        let build = || -> Result<ServerConfig, ConfigError> {
+            let defaults = ServerConfig::default();
+            let config = ServerConfig {
+                host,
+                port,
+                db,
+                heartbeat: config::HEARTBEAT.duration(heartbeat)?,
+                registration_open: registration,
+                max_frame_bytes: count(config::MAX_FRAME_BYTES, max_frame_bytes)?,
+                max_text_bytes: count(config::MAX_TEXT_BYTES, max_text_bytes)?,
+                max_connections: count(config::MAX_CONNECTIONS, max_connections)?,
+                session_ttl: config::SESSION_TTL.duration(session_ttl)?,
+                rate_limit,
+                rate_burst: count(config::RATE_BURST, rate_burst)?,
+                login_rate: count(config::LOGIN_RATE, login_rate)?,
+                account_failures: count(config::ACCOUNT_FAILURES, account_failures)?,
+                hash_workers: match hash_workers {
+                    Some(n) => count(config::HASH_WORKERS, n)?,
+                    None => defaults.hash_workers,
+                },
+                hash_queue: count(config::HASH_QUEUE, hash_queue)?,
+                hash_wait: config::HASH_WAIT.duration(hash_wait)?,
+                tls_cert,
+                tls_key,
+                ..defaults
+            };
+            config.validate()?;
+            Ok(config)
         };
-        config.validate().map_err(PyValueError::new_err)?;
+        let config = build().map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(ServerCore {
             config,
             state: Mutex::new(State::Idle),
@@ -185,31 +244,47 @@ impl ServerCore {
         self.handle().map(|h| h.online_users()).unwrap_or_default()
     }
 
-    /// Graceful stop: every client gets `e`/65; idempotent. Waits at most `timeout` seconds.
-    #[pyo3(signature = (timeout = 5.0))]
+    /// Graceful stop: every client gets `e`/65; idempotent. Waits at most `timeout`
+    /// seconds, then raises `TimeoutError` with the server still stopping (a later
+    /// `stop` waits again); a server that ended abnormally raises `MoeChatError`.
+    #[pyo3(signature = (timeout = 10.0))]
     fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
-        let timeout = seconds(timeout, "timeout")?;
+        let limit = seconds(timeout, "timeout")?;
         let previous = std::mem::replace(&mut *self.state(), State::Idle);
-        match previous {
-            State::Idle => Ok(()),
+        let (handle, join) = match previous {
+            State::Idle => return Ok(()),
             State::Bound(server, _) => {
                 drop(server);
-                Ok(())
+                return Ok(());
             }
-            State::Running { handle, join } => {
-                handle.shutdown();
-                let finished = wait(
-                    py,
-                    async move { join.await.map_err(|e| ServerError::Config(e.to_string()))? },
-                    timeout,
-                    server_error,
-                );
-                match finished {
-                    Err(e) if e.is_instance_of::<pyo3::exceptions::PyTimeoutError>(py) => Ok(()),
-                    other => other,
-                }
+            State::Running { handle, join } => (handle, join),
+        };
+        handle.shutdown();
+        let deadline = super::deadline(limit);
+        while !join.is_finished() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                *self.state() = State::Running { handle, join };
+                return Err(PyTimeoutError::new_err(format!(
+                    "the server did not stop within {} s; it goes on stopping",
+                    timeout.unwrap_or_default()
+                )));
+            }
+            py.detach(|| std::thread::sleep(super::SLICE.min(Duration::from_millis(10))));
+            if let Err(e) = py.check_signals() {
+                *self.state() = State::Running { handle, join };
+                return Err(e);
             }
         }
+        let ended = wait(
+            py,
+            async move {
+                join.await
+                    .map_err(|e| ServerError::Stopped(e.to_string()))?
+            },
+            None,
+            server_error,
+        );
+        ended
     }
 
     /// Blocks until the server stops, with Ctrl-C raising `KeyboardInterrupt`.

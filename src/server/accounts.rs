@@ -1,7 +1,8 @@
 //! Accounts: argon2id password hashes and resumable session tokens.
 //!
-//! Hashing is deliberately slow (tens of milliseconds), so it runs on the
-//! blocking pool, never on a tokio worker. A login for a name that does not
+//! Hashing is deliberately slow (tens of milliseconds) and large (19 MiB), so it
+//! runs on the bounded [`Hasher`] pool, never on a tokio worker; when the pool is
+//! full the caller gets [`AccountError::Busy`]. A login for a name that does not
 //! exist still verifies against a dummy hash, so the answer's timing does not
 //! reveal which names exist. Session tokens are stored only as a BLAKE2b hash, so
 //! a copy of the database does not hand out live sessions; resuming costs one
@@ -15,6 +16,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
 use tokio::sync::OnceCell;
 
+use super::hasher::{Busy, Hasher};
 use crate::protocol::validate::{is_valid_name, is_valid_password, name_rule};
 use crate::store::{now_ms, Store, StoreError};
 
@@ -33,6 +35,9 @@ pub enum AccountError {
     /// Hashing failed (out of memory, or a corrupt stored hash).
     #[error("password hashing failed: {0}")]
     Hash(String),
+    /// No hashing slot in time: the caller should try again shortly (`r`/24).
+    #[error(transparent)]
+    Busy(#[from] Busy),
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -43,16 +48,23 @@ pub struct Accounts {
     store: Arc<dyn Store>,
     dummy_hash: OnceCell<String>,
     session_ttl: Duration,
+    hasher: Hasher,
 }
 
 impl Accounts {
-    /// Accounts kept in `store`, with sessions valid for `session_ttl`.
-    pub fn new(store: Arc<dyn Store>, session_ttl: Duration) -> Accounts {
+    /// Accounts kept in `store`, with sessions valid for `session_ttl`, hashing on `hasher`.
+    pub fn new(store: Arc<dyn Store>, session_ttl: Duration, hasher: Hasher) -> Accounts {
         Accounts {
             store,
             dummy_hash: OnceCell::new(),
             session_ttl,
+            hasher,
         }
+    }
+
+    /// Logins and registrations waiting for a hashing slot right now.
+    pub fn hash_queue_depth(&self) -> usize {
+        self.hasher.queued()
     }
 
     /// Starts a resumable session for `user`; returns its token.
@@ -85,7 +97,8 @@ impl Accounts {
         if !is_valid_password(password) {
             return Err(AccountError::InvalidPassword);
         }
-        let hash = hash_blocking(password.to_string()).await?;
+        let password = password.to_string();
+        let hash = self.hasher.run(move || hash_password(&password)).await??;
         self.store.create_user(name.to_string(), hash).await?;
         Ok(())
     }
@@ -98,31 +111,28 @@ impl Accounts {
             None => {
                 let dummy = self
                     .dummy_hash
-                    .get_or_try_init(|| hash_blocking("no such user".into()))
+                    .get_or_try_init(|| async {
+                        self.hasher.run(|| hash_password("no such user")).await?
+                    })
                     .await?;
                 (dummy.clone(), false)
             }
         };
         let password = password.to_string();
-        let matches = tokio::task::spawn_blocking(move || {
-            let parsed = PasswordHash::new(&hash).map_err(|e| AccountError::Hash(e.to_string()))?;
-            Ok::<bool, AccountError>(
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok(),
-            )
-        })
-        .await
-        .map_err(|e| AccountError::Hash(e.to_string()))??;
+        let matches = self
+            .hasher
+            .run(move || {
+                let parsed =
+                    PasswordHash::new(&hash).map_err(|e| AccountError::Hash(e.to_string()))?;
+                Ok::<bool, AccountError>(
+                    Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok(),
+                )
+            })
+            .await??;
         Ok(matches && exists)
     }
-}
-
-/// An argon2id PHC string for `password`, computed on the blocking pool.
-pub async fn hash_blocking(password: String) -> Result<String, AccountError> {
-    tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| AccountError::Hash(e.to_string()))?
 }
 
 /// An argon2id PHC string for `password` with a fresh random salt.
@@ -152,10 +162,14 @@ mod tests {
     use super::*;
     use crate::store::{NoRouting, SqliteStore};
 
+    fn hasher() -> Hasher {
+        Hasher::new(1, 16, Duration::from_secs(10)).unwrap()
+    }
+
     #[tokio::test]
     async fn sessions_resume_until_closed_or_expired() {
         let store = Arc::new(SqliteStore::open(":memory:", Arc::new(NoRouting)).unwrap());
-        let acc = Accounts::new(store.clone(), Duration::from_secs(60));
+        let acc = Accounts::new(store.clone(), Duration::from_secs(60), hasher());
         let token = acc.open_session("alice").await.unwrap();
         assert!(acc.resume("alice", &token).await.unwrap());
         assert!(
@@ -169,7 +183,7 @@ mod tests {
         );
         acc.close_session(&token).await.unwrap();
         assert!(!acc.resume("alice", &token).await.unwrap());
-        let short = Accounts::new(store, Duration::from_millis(1));
+        let short = Accounts::new(store, Duration::from_millis(1), hasher());
         let token = short.open_session("alice").await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!short.resume("alice", &token).await.unwrap(), "expired");
@@ -187,7 +201,7 @@ mod tests {
     #[tokio::test]
     async fn create_and_verify() {
         let store = Arc::new(SqliteStore::open(":memory:", Arc::new(NoRouting)).unwrap());
-        let acc = Accounts::new(store.clone(), Duration::from_secs(60));
+        let acc = Accounts::new(store.clone(), Duration::from_secs(60), hasher());
         acc.create("alice", "wonderland").await.unwrap();
         assert!(acc.verify("alice", "wonderland").await.unwrap());
         assert!(!acc.verify("alice", "wrong").await.unwrap());

@@ -778,7 +778,11 @@ fn goodbye(code: Code) -> &'static str {
 
 /// Refuses a connection over the limit with `e`/68 (after the handshake, with TLS,
 /// so the client can read why).
-pub async fn refuse_full(stream: TcpStream, ctx: Arc<Context>) {
+pub async fn refuse_full(
+    stream: TcpStream,
+    ctx: Arc<Context>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
     let frame: Bytes = encode_error(Code::ServerFull, goodbye(Code::ServerFull), None);
     let _ = timeout(GOODBYE_TIMEOUT, async {
         let Some(mut io) = open(stream, &ctx).await else {

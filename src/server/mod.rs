@@ -9,11 +9,12 @@
 //! answered `r`/50 or `r`/51 was durable before its answer left.
 
 pub mod accounts;
-pub mod connection;
+pub(crate) mod connection;
+pub mod hasher;
 pub mod hub;
-pub mod limits;
-pub mod queue;
-pub mod session;
+pub(crate) mod limits;
+pub(crate) mod queue;
+pub(crate) mod session;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,12 +34,21 @@ use crate::sync::lock;
 use accounts::{AccountError, Accounts};
 use hub::{Conn, Hub, LocalHub};
 
+/// Connections over `max_connections` told `e`/68 at once; past it they are just closed.
+pub const REFUSALS_AT_ONCE: usize = 64;
+
 /// What can stop a server from starting or running.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// A setting is out of range.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A thread the server needs could not be started.
+    #[error("cannot start the server's threads: {0}")]
+    Threads(std::io::Error),
+    /// The server's task ended abnormally (a bug; it is logged).
+    #[error("the server stopped abnormally: {0}")]
+    Stopped(String),
     /// The address could not be bound (in use, not local, no permission).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -70,8 +80,8 @@ pub struct Context {
     pub accounts: Accounts,
     /// Cancelled once, when the server starts shutting down.
     pub shutdown: CancellationToken,
-    /// The per-address cap on login attempts.
-    pub logins: limits::LoginLimiter,
+    /// The caps on failed logins, per address and per account.
+    pub logins: limits::LoginLimits,
     /// Set when every connection speaks TLS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Every connection past its handshake, for shutdown to close.
@@ -155,7 +165,9 @@ impl Server {
     where
         F: FnOnce(Arc<dyn CommitSink>) -> Result<Arc<dyn Store>, StoreError> + Send + 'static,
     {
-        config.validate().map_err(ServerError::Config)?;
+        config.validate()?;
+        let hasher = hasher::Hasher::new(config.hash_workers, config.hash_queue, config.hash_wait)
+            .map_err(ServerError::Threads)?;
         // Before the store opens: a bad certificate should not leave a half-started server.
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
@@ -181,8 +193,12 @@ impl Server {
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
         let ctx = Arc::new(Context {
-            accounts: Accounts::new(store.clone(), config.session_ttl),
-            logins: limits::LoginLimiter::new(config.login_rate),
+            accounts: Accounts::new(store.clone(), config.session_ttl, hasher),
+            logins: limits::LoginLimits::new(
+                config.login_rate,
+                config.account_failures,
+                crate::config::ACCOUNT_WINDOW,
+            ),
             tls,
             config,
             store,
@@ -221,6 +237,9 @@ impl Server {
             ..
         } = self;
         let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
+        // Refusals say why (`e`/68) but are capped too: past the cap a connection is
+        // just closed, so a flood over the limit cannot spawn tasks without end.
+        let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -232,9 +251,12 @@ impl Server {
                     Ok(permit) => {
                         tracker.spawn(connection::serve(stream, ctx.clone(), permit));
                     }
-                    Err(_) => {
-                        tracker.spawn(connection::refuse_full(stream, ctx.clone()));
-                    }
+                    Err(_) => match refusals.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            tracker.spawn(connection::refuse_full(stream, ctx.clone(), permit));
+                        }
+                        Err(_) => drop(stream),
+                    },
                 },
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.

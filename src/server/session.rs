@@ -208,6 +208,10 @@ impl Session {
                     Err(AccountError::InvalidName(_) | AccountError::InvalidPassword) => {
                         encode_error(Code::BadArguments, "invalid name or password", id)
                     }
+                    // The same answer as a login's: nothing was created, try again soon.
+                    Err(AccountError::Busy(busy)) => {
+                        encode_error(Code::Busy, &busy.to_string(), id)
+                    }
                     Err(e) => internal(&e, id),
                 };
                 out.push_back(Outbound::Frame(frame));
@@ -290,10 +294,21 @@ impl Session {
     }
 
     async fn login(&mut self, login: Login, id: Option<&Id>, out: &mut VecDeque<Outbound>) {
-        // Counted before any work, so a guesser spread over many connections pays too.
-        if let Err(wait) = self.ctx.logins.attempt(self.peer, Instant::now()) {
+        let password = matches!(login.credential, Credential::Password(_));
+        // Checked before any work, so a capped guesser costs no hashing. Only failures
+        // count (below): users behind one address can all log in, and resume.
+        let now = Instant::now();
+        let capped = match self.ctx.logins.addresses.check(&self.peer, now) {
+            Err(wait) => Some(("from this address", wait)),
+            Ok(()) if password => match self.ctx.logins.accounts.check(login.user.as_str(), now) {
+                Err(wait) => Some(("for this account", wait)),
+                Ok(()) => None,
+            },
+            Ok(()) => None,
+        };
+        if let Some((whose, wait)) = capped {
             let reason = format!(
-                "too many logins from this address; try again in {} s",
+                "too many failed logins {whose}; try again in {} s",
                 wait.as_secs().max(1)
             );
             out.push_back(fail(Code::TooManyAttempts, &reason, id));
@@ -316,8 +331,19 @@ impl Session {
             Err(e) => Err(e),
         };
         match verified {
+            Err(AccountError::Busy(busy)) => {
+                out.push_back(fail(Code::Busy, &busy.to_string(), id));
+            }
             Err(e) => out.push_back(Outbound::Frame(internal(&e, id))),
             Ok(None) => {
+                let now = Instant::now();
+                self.ctx.logins.addresses.fail(self.peer, now);
+                if password {
+                    self.ctx
+                        .logins
+                        .accounts
+                        .fail(login.user.as_str().into(), now);
+                }
                 let State::Anonymous { failed_logins } = &mut self.state else {
                     return;
                 };
@@ -334,6 +360,9 @@ impl Session {
                 }
             }
             Ok(Some(session)) => {
+                if password {
+                    self.ctx.logins.accounts.clear(login.user.as_str());
+                }
                 let user: Arc<str> = Arc::from(login.user.as_str());
                 // Registering first means no message committed from now on can miss this
                 // connection; its catch-up reads everything committed before.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 use moechat::server::accounts::{hash_password, Accounts};
+use moechat::server::hasher::Hasher;
 use moechat::store::{NoRouting, SqliteStore, Store};
 
 use super::support::{self, ServerProcess};
@@ -53,7 +54,14 @@ impl Seed {
                 .unwrap_or_else(|e| support::fail(TOOL, &e.to_string())),
         );
         let hash = hash_password(PASSWORD).unwrap_or_else(|e| support::fail(TOOL, &e.to_string()));
-        let accounts = Arc::new(Accounts::new(store.clone(), Duration::from_secs(86_400)));
+        // Sessions only: the pool never hashes here.
+        let hasher = Hasher::new(1, 0, Duration::from_secs(1))
+            .unwrap_or_else(|e| support::fail(TOOL, &e.to_string()));
+        let accounts = Arc::new(Accounts::new(
+            store.clone(),
+            Duration::from_secs(86_400),
+            hasher,
+        ));
         // Concurrent calls share group commits: 10,000 users are a few transactions.
         let tokens: Vec<(usize, String)> = stream::iter(0..users)
             .map(|i| {
