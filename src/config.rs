@@ -370,13 +370,13 @@ impl ServerConfig {
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => Err(ConfigError {
                 setting: "tls_key",
-                rule: "given with tls_cert".into(),
-                value: "none".into(),
+                rule: "given with tls_cert (both or neither)".into(),
+                value: "missing".into(),
             }),
             (None, Some(_)) => Err(ConfigError {
                 setting: "tls_cert",
-                rule: "given with tls_key".into(),
-                value: "none".into(),
+                rule: "given with tls_key (both or neither)".into(),
+                value: "missing".into(),
             }),
             _ => Ok(()),
         }

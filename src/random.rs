@@ -38,6 +38,16 @@ fn fallback_random(bytes: &mut [u8]) {
     }
 }
 
+/// A duration from zero up to `max`, for spreading retries apart (no need for the
+/// OS's randomness: only that clients do not retry in step).
+pub fn jitter(max: std::time::Duration) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    std::time::Duration::from_nanos(h.finish() % nanos.max(1))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -48,14 +58,4 @@ mod tests {
         assert_ne!(a, super::alphanumeric(24));
         assert_eq!(super::alphanumeric(0), "");
     }
-}
-
-/// A duration from zero up to `max`, for spreading retries apart (no need for the
-/// OS's randomness: only that clients do not retry in step).
-pub fn jitter(max: std::time::Duration) -> std::time::Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u8(0);
-    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
-    std::time::Duration::from_nanos(h.finish() % nanos.max(1))
 }

@@ -428,3 +428,43 @@ fn kill_9_loses_no_acknowledged_message() {
     );
     assert_eq!(terminate(server), 0);
 }
+
+/// The command line and the Rust API give the same sentence for the same bad value
+/// (the Python face is checked against the command line in test_server.py). Before,
+/// a heartbeat of 1e19 seconds passed and panicked in every connection task.
+#[test]
+fn bad_settings_get_the_sentence_the_rust_api_gives() {
+    use moechat::{Server, ServerConfig, ServerError};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cases: [(&[&str], ServerConfig); 3] = [
+        (
+            &["--heartbeat", "1e19"],
+            ServerConfig {
+                heartbeat: Duration::from_secs_f64(1e19),
+                ..ServerConfig::ephemeral()
+            },
+        ),
+        (
+            &["--max-frame-bytes", "18446744073709551615"],
+            ServerConfig {
+                max_frame_bytes: usize::MAX,
+                ..ServerConfig::ephemeral()
+            },
+        ),
+        (
+            &["--hash-workers", "0"],
+            ServerConfig {
+                hash_workers: 0,
+                ..ServerConfig::ephemeral()
+            },
+        ),
+    ];
+    for (args, config) in cases {
+        let (code, _, err) = run(args, None);
+        assert_eq!(code, 2, "{err}");
+        let Err(ServerError::Config(e)) = rt.block_on(Server::bind(config)) else {
+            panic!("{args:?} is refused by the Rust API too");
+        };
+        assert_eq!(err, format!("moechat-server: {e}\n"));
+    }
+}

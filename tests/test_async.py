@@ -30,14 +30,14 @@ def test_every_call_async(server: moechat.Server) -> None:
             bob = await _client(server, "bob", "builder")
             assert await c.users() == ["bob", "dave"]
             r = await c.send("bob", "hi")
-            assert not r.queued
+            assert not r.stored
             m = await bob.recv(timeout=5)
             assert m is not None and m.text == "hi" and m.msg_id == r.msg_id
             b = await c.broadcast("all")
             assert b.recipients == 1
             m = await bob.recv(timeout=5)
             assert m is not None and m.kind == "broadcast"
-            assert (await c.send("carol", "later")).queued
+            assert (await c.send("carol", "later")).stored
             with pytest.raises(moechat.SendError) as s:
                 await c.send("nobody", "x")
             assert s.value.code == 71

@@ -98,7 +98,7 @@ def test_python_m_moechat_server(tmp_path: Path) -> None:
     alice.login("alice", "wonderland")
     bob = moechat.Client("127.0.0.1", port)
     bob.register("bob", "builder")
-    assert alice.send("bob", "stored").queued
+    assert alice.send("bob", "stored").stored
     bob.login("bob", "builder")
     m = bob.recv(timeout=5)
     assert m is not None and m.text == "stored"

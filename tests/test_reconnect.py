@@ -50,7 +50,7 @@ def test_client_survives_a_server_restart(tmp_path: Path) -> None:
     try:
         assert back.wait(timeout=15), events
         t.join(timeout=15)
-        assert len(receipts) == 1 and receipts[0].queued
+        assert len(receipts) == 1 and receipts[0].stored
         alice2 = moechat.Client("127.0.0.1", port)
         alice2.login("alice", "wonderland")
         m = alice2.recv(timeout=5)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
+from typing import Any
 
 import moechat
 import pytest
@@ -55,6 +58,46 @@ def test_rate_limit_from_python() -> None:
         with pytest.raises(moechat.SendError) as info:
             c.send("alice", "three")
         assert info.value.code == 74
+
+
+def test_settings_out_of_bounds_get_the_command_lines_sentence() -> None:
+    """The same bad value, the same sentence from Python and from the command line.
+    Before, heartbeat=1e19 passed and then panicked in every connection task."""
+    cases: list[tuple[str, Any, str, str]] = [
+        ("heartbeat", 1e19, "--heartbeat", "1e19"),
+        ("max_frame_bytes", 2**64 - 1, "--max-frame-bytes", str(2**64 - 1)),
+        ("max_connections", 0, "--max-connections", "0"),
+        ("hash_workers", 0, "--hash-workers", "0"),
+        ("session_ttl", 0, "--session-ttl", "0"),
+    ]
+    for name, value, flag, text in cases:
+        with pytest.raises(ValueError) as info:
+            moechat.Server(**{name: value})
+        done = subprocess.run(
+            [sys.executable, "-m", "moechat.server", flag, text, "--db", ":memory:"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == f"moechat-server: {info.value}\n", (name, done.stderr)
+        assert str(info.value).startswith(f"{name} must be"), info.value
+    with pytest.raises(ValueError, match=r"max_frame_bytes must be from 64 to 16777216, not -1"):
+        moechat.Server(max_frame_bytes=-1)
+
+
+def test_the_defaults_are_the_command_lines() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "moechat.server", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    d = moechat._moechat.DEFAULTS
+    assert d.heartbeat == 60.0 and d.max_frame_bytes == 65536 and d.login_rate == 120
+    assert "[default: 65536]" in out and "[default: 120]" in out
 
 
 def test_bad_settings_are_value_errors() -> None:
@@ -149,3 +192,18 @@ def test_a_dropped_client_disconnects(server: moechat.Server) -> None:
     while server.online_users() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.online_users() == []
+
+
+def test_stop_says_when_it_did_not_finish_in_time() -> None:
+    """Before, a stop past its timeout returned as if done."""
+    srv = moechat.Server(port=0)
+    srv.add_user("alice", "wonderland")
+    srv.start()
+    c = moechat.Client("127.0.0.1", srv.port, reconnect=False)
+    c.login("alice", "wonderland")
+    with pytest.raises(TimeoutError, match="did not stop within 0"):
+        srv.stop(timeout=0)
+    srv.stop()  # waits for the rest of the same stop
+    assert not srv.running
+    srv.stop()  # idempotent
+    c.close()

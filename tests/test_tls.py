@@ -122,7 +122,7 @@ def test_tls_arguments_are_checked(server: moechat.Server, pki: Pki, tmp_path: P
         moechat.Client("localhost", server.port, ca=pki.ca)
     with pytest.raises(moechat.TLSError, match="cannot read CA certificate"):
         moechat.Client("localhost", server.port, tls=True, ca=tmp_path / "missing.pem")
-    with pytest.raises(ValueError, match="tls-key"):
+    with pytest.raises(ValueError, match="tls_key must be given with tls_cert"):
         moechat.Server(port=0, tls_cert=pki.ca)
     srv = moechat.Server(port=0, tls_cert=tmp_path / "nope.pem", tls_key=tmp_path / "nope.key")
     with pytest.raises(moechat.TLSError, match="cannot read certificate"):

@@ -315,3 +315,50 @@ async fn a_tls_client_reconnects_over_tls_and_resumes() {
     assert!(events.iter().any(|e| e == "Reconnected"), "{events:?}");
     server.stop().await;
 }
+
+/// Connections over the limit to a TLS server are each told `e`/68 after a handshake,
+/// and a silent one holds its refusal task for up to 2 s. Those tasks are capped:
+/// past `REFUSALS_AT_ONCE` a connection is closed at once. Before, every one of the
+/// silent connections below held a task for the full 2 s.
+#[tokio::test]
+async fn refusals_over_the_connection_limit_are_capped() {
+    use moechat::server::REFUSALS_AT_ONCE;
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new();
+    let leaf = pki.leaf("server", &["localhost"], false);
+    let server = TestServer::start(ServerConfig {
+        max_connections: 1,
+        ..tls_config(&leaf)
+    })
+    .await;
+    let _only = TcpStream::connect(server.addr).await.unwrap();
+    let extra = REFUSALS_AT_ONCE + 36;
+    let mut silent = Vec::new();
+    for _ in 0..extra {
+        silent.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // Closed at once: EOF (or a reset) well before the 2 s a held refusal lasts.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    let reads = silent.into_iter().map(|mut s| {
+        tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            matches!(
+                tokio::time::timeout_at(deadline, s.read(&mut byte)).await,
+                Ok(Ok(0) | Err(_))
+            )
+        })
+    });
+    let mut closed = 0;
+    for r in reads.collect::<Vec<_>>() {
+        closed += usize::from(r.await.unwrap());
+    }
+    assert!(
+        closed >= extra - REFUSALS_AT_ONCE,
+        "{closed} of {extra} closed at once"
+    );
+    assert!(
+        closed < extra,
+        "the first {REFUSALS_AT_ONCE} are held for a goodbye"
+    );
+    server.stop().await;
+}

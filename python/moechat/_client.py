@@ -78,7 +78,7 @@ class Client:
         return self._core.users(timeout)
 
     def send(self, to: str, text: str, *, timeout: float | None = None) -> Receipt:
-        """Send a direct message; the receipt says whether it was queued for an offline user."""
+        """Send a direct message; the receipt says whether it was stored for an offline user."""
         return Receipt._from_core(self._core.send(to, text, timeout))
 
     def broadcast(self, text: str, *, timeout: float | None = None) -> Receipt:

@@ -4,7 +4,15 @@ from typing import Any, TypeAlias, final
 
 from ._types import Message
 
-__all__ = ["__version__", "cli_main", "DEFAULTS", "Defaults", "ServerCore", "ClientCore", "AsyncClientCore"]
+__all__ = [
+    "__version__",
+    "cli_main",
+    "DEFAULTS",
+    "Defaults",
+    "ServerCore",
+    "ClientCore",
+    "AsyncClientCore",
+]
 
 __version__: str
 

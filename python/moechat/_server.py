@@ -7,7 +7,6 @@ from types import TracebackType
 
 from . import _moechat
 
-
 _D = _moechat.DEFAULTS
 
 

@@ -29,15 +29,22 @@ class Message:
 
 @dataclass(frozen=True)
 class Receipt:
-    """The server's acknowledgement of a sent message, written to its store first."""
+    """The server's acknowledgement of a sent message, written to its store first.
+
+    The same fields as the Rust client's ``Sent``, by the same names.
+    """
 
     msg_id: int
-    queued: bool
-    """``True`` when the recipient was offline and the message waits for its next login."""
+    stored: bool
+    """``True`` for ``r``/51: the recipient was offline and the message is stored for
+    its next login."""
     recipients: int | None = None
     """For a broadcast: how many online users it was queued to."""
+    duplicate: bool = False
+    """``True`` when the server recognised the send's nonce (a send repeated after a
+    reconnect) and stored nothing new: this is the first send's receipt."""
 
     @classmethod
     def _from_core(cls, raw: tuple[int, bool, int | None, bool]) -> Receipt:
-        msg_id, stored, recipients, _duplicate = raw
-        return cls(msg_id, stored, recipients)
+        msg_id, stored, recipients, duplicate = raw
+        return cls(msg_id, stored, recipients, duplicate)

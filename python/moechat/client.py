@@ -81,7 +81,7 @@ def _command(client: Client, term: _Terminal, line: str) -> bool:
             term.say("usage: /msg NAME text")
         else:
             r = client.send(to, text)
-            if r.queued:
+            if r.stored:
                 term.say(f"* {to} is offline; the message will be delivered at their next login")
     elif name == "history":
         peer = rest.strip()
