@@ -21,8 +21,10 @@ class Client:
     ``timeout`` (seconds) is the default for every network call; each call also takes
     its own ``timeout=`` and raises the built-in ``TimeoutError`` when it expires.
 
-    After ``login`` the client delivers at least once: it acknowledges each direct
-    message when ``recv`` returns it, drops repeats, and when the connection breaks it
+    After ``login`` the client delivers at least once: it acknowledges a direct message
+    once the application is done with it, that is when it comes back to ``recv`` for the
+    next one (or closes the client), so a program that crashes while handling a message
+    gets it again at its next login. It drops repeats, and when the connection breaks it
     reconnects with backoff and resumes the session, re-sending what had no receipt
     yet (each send carries a nonce, so nothing is stored twice). ``on_disconnect(error)``
     and ``on_reconnect()`` are called from a background thread when that happens.

@@ -20,6 +20,8 @@ pub const MESSAGE_CODES: std::ops::RangeInclusive<u8> = 80..=99;
 
 /// The longest `id` string a client may use, in characters.
 pub const MAX_ID_CHARS: usize = 64;
+/// Why an `id` is refused (a test holds it to [`MAX_ID_CHARS`]).
+const ID_RULE: &str = "id must be an integer or a string of at most 64 characters";
 
 /// The client's correlation tag, echoed unchanged in the frame that answers it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -164,10 +166,10 @@ fn parse_id(v: Value) -> Result<Id, &'static str> {
             } else if let Some(u) = n.as_u64() {
                 Ok(Id::UInt(u))
             } else {
-                Err("id must be an integer or a string of at most 64 characters")
+                Err(ID_RULE)
             }
         }
-        _ => Err("id must be an integer or a string of at most 64 characters"),
+        _ => Err(ID_RULE),
     }
 }
 
@@ -335,5 +337,10 @@ mod tests {
         assert!(std::str::from_utf8(&b)
             .unwrap()
             .contains("\"id\":18446744073709551615"));
+    }
+
+    #[test]
+    fn the_id_rule_states_the_limit() {
+        assert!(ID_RULE.contains(&format!("at most {MAX_ID_CHARS} characters")));
     }
 }

@@ -12,13 +12,16 @@ use serde_json::{json, Map, Value};
 use super::code::{Code, Status};
 use super::envelope::{encode, Envelope, Id};
 use super::validate::{
-    is_valid_name, is_valid_nonce, is_valid_password, name_rule, BROADCAST_PEER,
+    is_valid_name, is_valid_nonce, is_valid_password, is_valid_session_token, name_rule,
+    password_rule, BROADCAST_PEER,
 };
 
 /// Default number of messages a history request returns.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
 /// Largest number of messages one history request may ask for.
 pub const MAX_HISTORY_LIMIT: u32 = 500;
+// A pattern bound must be a constant of the matched type.
+const MAX_HISTORY_LIMIT_U64: u64 = MAX_HISTORY_LIMIT as u64;
 
 /// What a request is, read from `req` or from an `m` frame's code decade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,21 +215,12 @@ impl Request {
                 },
             )),
             RequestKind::Direct => {
-                let to = match info.get("to") {
-                    Some(Value::String(to)) if is_valid_name(to) => to.clone(),
-                    Some(Value::String(_)) => {
-                        return Err(Rejection::new(
-                            Code::MalformedMessage,
-                            format!("\"to\" is not a valid name: {}", name_rule()),
-                        ))
-                    }
-                    _ => {
-                        return Err(Rejection::new(
-                            Code::MalformedMessage,
-                            "a direct message needs \"to\", a user name",
-                        ))
-                    }
-                };
+                let to = name_field(
+                    info,
+                    "to",
+                    Code::MalformedMessage,
+                    "a direct message needs \"to\", a user name",
+                )?;
                 let (text, nonce) = parse_text_and_nonce(info, max_text_bytes)?;
                 Ok(Request::Direct(Direct { to, text, nonce }))
             }
@@ -289,23 +283,37 @@ impl Request {
     }
 }
 
+/// The name in `info[key]`: `code` with the naming rule for a string that breaks
+/// it, `code` with `missing` for anything else.
+fn name_field(
+    info: &Map<String, Value>,
+    key: &str,
+    code: Code,
+    missing: &str,
+) -> Result<String, Rejection> {
+    match info.get(key) {
+        Some(Value::String(name)) if is_valid_name(name) => Ok(name.clone()),
+        Some(Value::String(_)) => Err(Rejection::new(
+            code,
+            format!("\"{key}\" is not a valid name: {}", name_rule()),
+        )),
+        _ => Err(Rejection::new(code, missing)),
+    }
+}
+
 fn parse_login(info: &Map<String, Value>) -> Result<Login, Rejection> {
     let bad = |reason: &str| Rejection::new(Code::LoginMalformed, reason);
-    let user = match info.get("user") {
-        Some(Value::String(u)) if is_valid_name(u) => u.clone(),
-        Some(Value::String(_)) => {
-            return Err(bad(&format!(
-                "\"user\" is not a valid name: {}",
-                name_rule()
-            )))
-        }
-        _ => return Err(bad("login needs \"user\", a string")),
-    };
+    let user = name_field(
+        info,
+        "user",
+        Code::LoginMalformed,
+        "login needs \"user\", a string",
+    )?;
     let password = info.get("password").or_else(|| info.get("passwd"));
     let credential = match (password, info.get("session")) {
         (Some(Value::String(p)), _) if is_valid_password(p) => Credential::Password(p.clone()),
-        (Some(_), _) => return Err(bad("\"password\" must be a string of 1 to 1024 bytes")),
-        (None, Some(Value::String(s))) if !s.is_empty() && s.len() <= 64 => {
+        (Some(_), _) => return Err(bad(&format!("\"password\" must be {}", password_rule()))),
+        (None, Some(Value::String(s))) if is_valid_session_token(s) => {
             Credential::Session(s.clone())
         }
         (None, Some(_)) => return Err(bad("\"session\" must be a session token string")),
@@ -324,22 +332,18 @@ fn parse_login(info: &Map<String, Value>) -> Result<Login, Rejection> {
 }
 
 fn parse_register(info: &Map<String, Value>) -> Result<Register, Rejection> {
-    let bad = |reason: String| Rejection::new(Code::BadArguments, reason);
-    let user = match info.get("user") {
-        Some(Value::String(u)) if is_valid_name(u) => u.clone(),
-        Some(Value::String(_)) => {
-            return Err(bad(format!(
-                "\"user\" is not a valid name: {}",
-                name_rule()
-            )))
-        }
-        _ => return Err(bad("register needs \"user\", a string".into())),
-    };
+    let user = name_field(
+        info,
+        "user",
+        Code::BadArguments,
+        "register needs \"user\", a string",
+    )?;
     let password = match info.get("password").or_else(|| info.get("passwd")) {
         Some(Value::String(p)) if is_valid_password(p) => p.clone(),
         _ => {
-            return Err(bad(
-                "register needs \"password\", a string of 1 to 1024 bytes".into(),
+            return Err(Rejection::new(
+                Code::BadArguments,
+                format!("register needs \"password\", {}", password_rule()),
             ))
         }
     };
@@ -356,8 +360,12 @@ fn parse_history(info: &Map<String, Value>) -> Result<History, Rejection> {
     let limit = match info.get("limit") {
         None | Some(Value::Null) => DEFAULT_HISTORY_LIMIT,
         Some(v) => match v.as_u64() {
-            Some(n @ 1..=500) => n as u32,
-            _ => return Err(bad("\"limit\" must be an integer from 1 to 500")),
+            Some(n @ 1..=MAX_HISTORY_LIMIT_U64) => n as u32,
+            _ => {
+                return Err(bad(&format!(
+                    "\"limit\" must be an integer from 1 to {MAX_HISTORY_LIMIT}"
+                )))
+            }
         },
     };
     let before = match info.get("before") {

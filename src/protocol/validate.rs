@@ -6,6 +6,10 @@ pub const MAX_NAME_CHARS: usize = 32;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Longest nonce, in characters.
 pub const MAX_NONCE_CHARS: usize = 64;
+/// Longest session token a login may carry, in bytes. The server's own tokens are
+/// 24 characters; the wider bound leaves room for longer ones without letting a
+/// login carry an arbitrary string to the store's lookup.
+pub const MAX_SESSION_TOKEN_BYTES: usize = 64;
 /// The `with` value of a history request that asks for broadcasts.
 pub const BROADCAST_PEER: &str = "*";
 
@@ -28,9 +32,19 @@ pub fn is_valid_nonce(nonce: &str) -> bool {
     !nonce.is_empty() && nonce.chars().count() <= MAX_NONCE_CHARS
 }
 
+/// A session token as a login may carry it: 1 to 64 bytes.
+pub fn is_valid_session_token(token: &str) -> bool {
+    (1..=MAX_SESSION_TOKEN_BYTES).contains(&token.len())
+}
+
 /// Why a name is refused, for error messages that tell the user what to fix.
-pub fn name_rule() -> &'static str {
-    "a name is 1 to 32 characters from a-z, 0-9, '_', '.' and '-'"
+pub fn name_rule() -> String {
+    format!("a name is 1 to {MAX_NAME_CHARS} characters from a-z, 0-9, '_', '.' and '-'")
+}
+
+/// Why a password is refused.
+pub fn password_rule() -> String {
+    format!("a string of 1 to {MAX_PASSWORD_BYTES} bytes")
 }
 
 #[cfg(test)]
