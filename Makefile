@@ -15,13 +15,15 @@ test: lint rust-test py-test
 
 lint: rust-lint py-lint
 
+# --workspace: the library, moechat-server and the instruments in tools/ (whose tests
+# run the tools against the server binary built beside them).
 rust-lint:
-	cargo fmt --check
-	cargo clippy --all-targets --locked -- -D warnings
-	CARGO_TARGET_DIR=$(PY_TARGET) cargo clippy --lib --features python --locked -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	CARGO_TARGET_DIR=$(PY_TARGET) cargo clippy --lib -p moechat --features python --locked -- -D warnings
 
 rust-test:
-	cargo test --all-targets --locked
+	cargo test --workspace --all-targets --locked
 
 $(VENV)/.tools: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +48,7 @@ py-test: py-build
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
 fmt:
-	cargo fmt
+	cargo fmt --all
 	$(VENV)/bin/ruff format python tests bench
 
 build:
@@ -73,7 +75,7 @@ fuzz:
 BENCH_VENV ?= .venv-bench
 BENCH_ARGS ?=
 bench:
-	cargo build --release --locked --bins
+	cargo build --release --locked --workspace --bins
 	./target/release/moechat-bench $(BENCH_ARGS)
 
 $(BENCH_VENV)/.built: pyproject.toml Cargo.toml Cargo.lock $(shell find src python -name '*.rs' -o -name '*.py' -o -name '*.pyi')

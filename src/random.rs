@@ -2,7 +2,7 @@
 //! send nonces (client).
 
 /// `len` characters from `A-Za-z0-9`, each equally likely.
-pub fn alphanumeric(len: usize) -> String {
+pub(crate) fn alphanumeric(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut out = String::with_capacity(len);
     let mut bytes = [0u8; 64];
@@ -40,7 +40,7 @@ fn fallback_random(bytes: &mut [u8]) {
 
 /// A duration from zero up to `max`, for spreading retries apart (no need for the
 /// OS's randomness: only that clients do not retry in step).
-pub fn jitter(max: std::time::Duration) -> std::time::Duration {
+pub(crate) fn jitter(max: std::time::Duration) -> std::time::Duration {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u8(0);

@@ -82,7 +82,7 @@ impl Drop for ServerCore {
 /// The server's defaults, from `config`'s tables: `moechat.Server`'s keyword
 /// defaults read them, so they are written once.
 #[pyclass(frozen, get_all, module = "moechat._moechat")]
-pub struct Defaults {
+pub(super) struct Defaults {
     heartbeat: f64,
     registration: bool,
     max_frame_bytes: u64,
@@ -99,7 +99,7 @@ pub struct Defaults {
 
 impl Defaults {
     /// Read off [`ServerConfig::default`].
-    pub fn new() -> Defaults {
+    pub(super) fn new() -> Defaults {
         let d = ServerConfig::default();
         Defaults {
             heartbeat: d.heartbeat.as_secs_f64(),

@@ -113,7 +113,7 @@ impl AsyncWrite for Io {
 }
 
 /// Serves one accepted connection until it closes.
-pub fn serve(
+pub(crate) fn serve(
     stream: TcpStream,
     ctx: Arc<Context>,
     permit: OwnedSemaphorePermit,
@@ -778,7 +778,7 @@ fn goodbye(code: Code) -> &'static str {
 
 /// Refuses a connection over the limit with `e`/68 (after the handshake, with TLS,
 /// so the client can read why).
-pub async fn refuse_full(
+pub(crate) async fn refuse_full(
     stream: TcpStream,
     ctx: Arc<Context>,
     _permit: tokio::sync::OwnedSemaphorePermit,

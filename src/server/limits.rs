@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::sync::lock;
 
 /// The window of the per-address cap.
-pub const ADDRESS_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const ADDRESS_WINDOW: Duration = Duration::from_secs(60);
 /// Keys tracked before the first sweep of stale windows.
 const SWEEP_FLOOR: usize = 1_024;
 
@@ -133,7 +133,7 @@ impl LoginLimits {
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
 #[derive(Debug, Clone)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     // f32: every connection carries one, and a rate needs no more precision.
     rate: f32,
     burst: f32,
@@ -143,7 +143,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket. `rate` must be positive; `burst` is at least 1.
-    pub fn new(rate: f64, burst: u32, now: Instant) -> TokenBucket {
+    pub(crate) fn new(rate: f64, burst: u32, now: Instant) -> TokenBucket {
         let burst = burst.max(1) as f32;
         TokenBucket {
             rate: rate as f32,
@@ -154,7 +154,7 @@ impl TokenBucket {
     }
 
     /// Takes one token if there is one.
-    pub fn try_take(&mut self, now: Instant) -> bool {
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last);
         self.last = now;
         self.tokens =
@@ -168,7 +168,7 @@ impl TokenBucket {
     }
 
     /// How long until the next token, for the error sentence.
-    pub fn wait(&self) -> Duration {
+    pub(crate) fn wait(&self) -> Duration {
         let missing = (1.0 - self.tokens).max(0.0);
         Duration::from_secs_f64(missing / f64::from(self.rate))
     }

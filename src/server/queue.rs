@@ -19,7 +19,7 @@ struct State<T> {
 }
 
 /// A FIFO holding at most `capacity` items.
-pub struct Bounded<T> {
+pub(crate) struct Bounded<T> {
     state: Mutex<State<T>>,
     capacity: usize,
 }
@@ -35,7 +35,7 @@ pub enum SendError {
 
 impl<T> Bounded<T> {
     /// An empty queue for at most `capacity` items (at least one).
-    pub fn new(capacity: usize) -> Bounded<T> {
+    pub(crate) fn new(capacity: usize) -> Bounded<T> {
         Bounded {
             state: Mutex::new(State {
                 items: VecDeque::new(),
@@ -51,7 +51,7 @@ impl<T> Bounded<T> {
     }
 
     /// Queues `item` if there is room and the consumer is still there.
-    pub fn try_send(&self, item: T) -> Result<(), SendError> {
+    pub(crate) fn try_send(&self, item: T) -> Result<(), SendError> {
         let mut state = self.lock();
         if state.closed {
             return Err(SendError::Gone);
@@ -64,7 +64,7 @@ impl<T> Bounded<T> {
     }
 
     /// The oldest item, if any.
-    pub fn try_recv(&self) -> Option<T> {
+    pub(crate) fn try_recv(&self) -> Option<T> {
         let mut state = self.lock();
         let item = state.items.pop_front()?;
         if state.items.is_empty() {
@@ -75,7 +75,7 @@ impl<T> Bounded<T> {
     }
 
     /// The consumer leaves: what is queued is dropped and further sends fail.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
         state.items = VecDeque::new();

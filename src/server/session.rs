@@ -28,10 +28,10 @@ use crate::server::accounts::AccountError;
 use crate::store::{Appended, NewMessage, StoreError};
 
 /// A reply that is ready once the store has made a message durable.
-pub type PendingReply = Pin<Box<dyn Future<Output = Bytes> + Send>>;
+pub(crate) type PendingReply = Pin<Box<dyn Future<Output = Bytes> + Send>>;
 
 /// What the connection must do after a request, in request order.
-pub enum Outbound {
+pub(crate) enum Outbound {
     /// Write this frame.
     Frame(Bytes),
     /// Write this frame once it is ready; what follows waits behind it, so replies
@@ -75,7 +75,7 @@ enum State {
 }
 
 /// The per-connection session.
-pub struct Session {
+pub(crate) struct Session {
     ctx: Arc<Context>,
     conn: Arc<Conn>,
     local_port: u16,
@@ -88,7 +88,12 @@ pub struct Session {
 
 impl Session {
     /// A session that has not logged in.
-    pub fn new(ctx: Arc<Context>, conn: Arc<Conn>, local_port: u16, peer: IpAddr) -> Session {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        conn: Arc<Conn>,
+        local_port: u16,
+        peer: IpAddr,
+    ) -> Session {
         let limit = ctx.config.rate_limit;
         let bucket =
             (limit > 0.0).then(|| TokenBucket::new(limit, ctx.config.rate_burst, Instant::now()));
@@ -103,17 +108,17 @@ impl Session {
     }
 
     /// The server's shared state.
-    pub fn ctx(&self) -> &Arc<Context> {
+    pub(crate) fn ctx(&self) -> &Arc<Context> {
         &self.ctx
     }
 
     /// This connection's handle, as the hub sees it.
-    pub fn conn(&self) -> &Arc<Conn> {
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
         &self.conn
     }
 
     /// The logged-in user, if any.
-    pub fn user(&self) -> Option<&Arc<str>> {
+    pub(crate) fn user(&self) -> Option<&Arc<str>> {
         match &self.state {
             State::LoggedIn { user, .. } => Some(user),
             State::Anonymous { .. } => None,
@@ -121,7 +126,7 @@ impl Session {
     }
 
     /// Answers one received line.
-    pub async fn handle_line(&mut self, line: &[u8], out: &mut VecDeque<Outbound>) {
+    pub(crate) async fn handle_line(&mut self, line: &[u8], out: &mut VecDeque<Outbound>) {
         match Envelope::parse(line) {
             Ok(env) => self.handle(env, out).await,
             Err(e) => out.push_back(Outbound::Frame(encode_error(

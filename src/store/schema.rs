@@ -66,10 +66,10 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+pub(super) const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 /// Brings the database to [`SCHEMA_VERSION`], or explains why it cannot.
-pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), String> {
     let version: u32 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(|e| e.to_string())?;

@@ -15,16 +15,16 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 /// How long a test waits for a frame before failing instead of hanging.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     pub handle: ServerHandle,
     join: JoinHandle<Result<(), ServerError>>,
 }
 
 impl TestServer {
-    pub async fn start(config: ServerConfig) -> TestServer {
+    pub(crate) async fn start(config: ServerConfig) -> TestServer {
         let server = Server::bind(config).await.expect("server binds");
         let addr = server.local_addr();
         let handle = server.handle();
@@ -33,11 +33,11 @@ impl TestServer {
     }
 
     /// A server on a free port with an in-memory store and users alice, bob and carol.
-    pub async fn with_users() -> TestServer {
+    pub(crate) async fn with_users() -> TestServer {
         TestServer::with_users_config(ServerConfig::ephemeral()).await
     }
 
-    pub async fn with_users_config(config: ServerConfig) -> TestServer {
+    pub(crate) async fn with_users_config(config: ServerConfig) -> TestServer {
         let s = TestServer::start(config).await;
         for (u, p) in [
             ("alice", "wonderland"),
@@ -50,7 +50,7 @@ impl TestServer {
     }
 
     /// [`TestServer::with_users`] with a heartbeat of `interval`.
-    pub async fn with_heartbeat(interval: Duration) -> TestServer {
+    pub(crate) async fn with_heartbeat(interval: Duration) -> TestServer {
         TestServer::with_users_config(ServerConfig {
             heartbeat: interval,
             ..ServerConfig::ephemeral()
@@ -58,23 +58,23 @@ impl TestServer {
         .await
     }
 
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.addr.port()
     }
 
-    pub async fn raw(&self) -> Raw {
+    pub(crate) async fn raw(&self) -> Raw {
         Raw::connect(self.addr).await
     }
 
     /// A raw connection logged in as `user` (password as in [`TestServer::with_users`]).
-    pub async fn logged_in(&self, user: &str) -> Raw {
+    pub(crate) async fn logged_in(&self, user: &str) -> Raw {
         let mut r = self.raw().await;
         let reply = r.login(user, password_of(user)).await;
         assert_eq!(reply["status_code"], 10, "{reply}");
         r
     }
 
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.handle.shutdown();
         tokio::time::timeout(WAIT, self.join)
             .await
@@ -84,7 +84,7 @@ impl TestServer {
     }
 }
 
-pub fn password_of(user: &str) -> &'static str {
+pub(crate) fn password_of(user: &str) -> &'static str {
     match user {
         "alice" => "wonderland",
         "bob" => "builder",
@@ -93,7 +93,7 @@ pub fn password_of(user: &str) -> &'static str {
     }
 }
 
-pub struct Raw {
+pub(crate) struct Raw {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     /// Bytes of a line whose read was cut short by a timeout; kept for the next read.
@@ -102,11 +102,11 @@ pub struct Raw {
 }
 
 impl Raw {
-    pub async fn connect(addr: SocketAddr) -> Raw {
+    pub(crate) async fn connect(addr: SocketAddr) -> Raw {
         Raw::from_stream(TcpStream::connect(addr).await.expect("connect"))
     }
 
-    pub fn from_stream(stream: TcpStream) -> Raw {
+    pub(crate) fn from_stream(stream: TcpStream) -> Raw {
         let (r, w) = stream.into_split();
         Raw {
             reader: BufReader::new(r),
@@ -116,26 +116,26 @@ impl Raw {
         }
     }
 
-    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+    pub(crate) async fn send_bytes(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).await.expect("write");
     }
 
-    pub async fn try_send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    pub(crate) async fn try_send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.writer.write_all(bytes).await
     }
 
-    pub async fn send(&mut self, line: impl AsRef<str>) {
+    pub(crate) async fn send(&mut self, line: impl AsRef<str>) {
         let mut bytes = line.as_ref().as_bytes().to_vec();
         bytes.push(b'\n');
         self.send_bytes(&bytes).await;
     }
 
-    pub async fn send_json(&mut self, frame: Value) {
+    pub(crate) async fn send_json(&mut self, frame: Value) {
         self.send(frame.to_string()).await;
     }
 
     /// The next frame, as JSON; fails the test after [`WAIT`].
-    pub async fn recv(&mut self) -> Value {
+    pub(crate) async fn recv(&mut self) -> Value {
         match self.recv_within(WAIT).await {
             Some(v) => v,
             None => panic!("no frame within {WAIT:?} (or the connection closed)"),
@@ -143,7 +143,7 @@ impl Raw {
     }
 
     /// The next frame, or `None` if the connection closes or nothing arrives within `wait`.
-    pub async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
+    pub(crate) async fn recv_within(&mut self, wait: Duration) -> Option<Value> {
         let read =
             tokio::time::timeout(wait, self.reader.read_until(b'\n', &mut self.partial)).await;
         match read {
@@ -167,7 +167,7 @@ impl Raw {
 
     /// Sends `frame` with a fresh `id` and returns the frame carrying that id,
     /// skipping pushes that arrive first.
-    pub async fn call(&mut self, mut frame: Value) -> Value {
+    pub(crate) async fn call(&mut self, mut frame: Value) -> Value {
         self.calls += 1;
         let id = format!("call-{}", self.calls);
         frame["id"] = json!(id);
@@ -185,7 +185,7 @@ impl Raw {
     }
 
     /// Asserts the server closes the connection (EOF or reset) without sending more.
-    pub async fn expect_closed(&mut self) {
+    pub(crate) async fn expect_closed(&mut self) {
         let mut rest = std::mem::take(&mut self.partial);
         let r = tokio::time::timeout(WAIT, self.reader.read_to_end(&mut rest))
             .await
@@ -199,12 +199,12 @@ impl Raw {
         }
     }
 
-    pub async fn request(&mut self, frame: Value) -> Value {
+    pub(crate) async fn request(&mut self, frame: Value) -> Value {
         self.send_json(frame).await;
         self.recv().await
     }
 
-    pub async fn login(&mut self, user: &str, password: &str) -> Value {
+    pub(crate) async fn login(&mut self, user: &str, password: &str) -> Value {
         self.request(query(
             json!({"req": "login", "user": user, "password": password}),
         ))
@@ -212,7 +212,7 @@ impl Raw {
     }
 
     /// Sends a ping and checks the pong: the connection still serves requests.
-    pub async fn assert_serving(&mut self) {
+    pub(crate) async fn assert_serving(&mut self) {
         let r = self
             .request(json!({"status":"q","status_code":0,"info":{"req":"ping"},"id":"alive"}))
             .await;
@@ -223,20 +223,20 @@ impl Raw {
     }
 }
 
-pub fn query(info: Value) -> Value {
+pub(crate) fn query(info: Value) -> Value {
     json!({"status": "q", "status_code": 0, "info": info})
 }
 
-pub fn direct(to: &str, text: &str) -> Value {
+pub(crate) fn direct(to: &str, text: &str) -> Value {
     json!({"status": "m", "status_code": 80, "info": {"to": to, "text": text}})
 }
 
-pub fn broadcast(text: &str) -> Value {
+pub(crate) fn broadcast(text: &str) -> Value {
     json!({"status": "m", "status_code": 90, "info": {"text": text}})
 }
 
 /// Asserts `frame` has `status`/`code` and a non-empty `error` sentence.
-pub fn assert_error(frame: &Value, status: &str, code: u64) {
+pub(crate) fn assert_error(frame: &Value, status: &str, code: u64) {
     assert_eq!(frame["status"], status, "{frame}");
     assert_eq!(frame["status_code"], code, "{frame}");
     let error = frame["info"]["error"].as_str().unwrap_or_default();
@@ -245,14 +245,14 @@ pub fn assert_error(frame: &Value, status: &str, code: u64) {
 
 /// A loopback proxy in front of the server whose connections the test can cut
 /// (reset, not closed) and whose backend it can switch.
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub port: u16,
     cut: broadcast::Sender<()>,
     pub backend: Arc<Mutex<SocketAddr>>,
 }
 
 impl Proxy {
-    pub async fn start(backend: SocketAddr) -> Proxy {
+    pub(crate) async fn start(backend: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (cut, _) = broadcast::channel(16);
@@ -280,7 +280,7 @@ impl Proxy {
         Proxy { port, cut, backend }
     }
 
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         let _ = self.cut.send(());
     }
 }

@@ -17,7 +17,7 @@ fn a_short_soak_loses_nothing_and_the_server_keeps_answering() {
             "20",
             "--json",
         ])
-        .args(["--server-bin", env!("CARGO_BIN_EXE_moechat-server")])
+        .args(["--server-bin", &server_bin()])
         .output()
         .expect("soak runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -35,4 +35,17 @@ fn a_short_soak_loses_nothing_and_the_server_keeps_answering() {
     );
     assert_eq!(report["connections"], 300);
     assert!(out.status.success(), "{report}");
+}
+
+/// The `moechat-server` the workspace built beside this tool (`cargo test --workspace`
+/// builds both).
+fn server_bin() -> String {
+    let bin =
+        std::path::Path::new(env!("CARGO_BIN_EXE_moechat-soak")).with_file_name("moechat-server");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin.to_string_lossy().into_owned()
 }

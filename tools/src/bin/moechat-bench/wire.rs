@@ -11,14 +11,14 @@ use bytes::{Buf, BytesMut};
 
 /// Which server a connection talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
+pub(crate) enum Kind {
     MoeChat,
     Redis,
     Nats,
 }
 
 impl Kind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::MoeChat => "moechat",
             Kind::Redis => "redis",
@@ -28,11 +28,11 @@ impl Kind {
 }
 
 /// The channel (Redis) or subject (NATS) every broadcast goes to.
-pub const BROADCAST: &str = "all";
+pub(crate) const BROADCAST: &str = "all";
 
 /// What arrived on a connection.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Event<'a> {
+pub(crate) enum Event<'a> {
     /// The connection is ready: logged in, subscribed, or its PING answered.
     Ready,
     /// One publish acknowledged (MoeChat `r`/50 or `r`/51, Redis's integer reply) or,
@@ -48,7 +48,7 @@ pub enum Event<'a> {
 
 /// Bytes that make a receiver of `name` ready: a login with a session token, a
 /// SUBSCRIBE, or CONNECT + SUB + PING.
-pub fn hello(kind: Kind, name: &str, token: &str, channel: &str) -> Vec<u8> {
+pub(crate) fn hello(kind: Kind, name: &str, token: &str, channel: &str) -> Vec<u8> {
     match kind {
         Kind::MoeChat => format!(
             "{{\"status\":\"q\",\"status_code\":0,\"info\":{{\"req\":\"login\",\"user\":\"{name}\",\"session\":\"{token}\"}}}}\n"
@@ -63,7 +63,7 @@ pub fn hello(kind: Kind, name: &str, token: &str, channel: &str) -> Vec<u8> {
 }
 
 /// A publisher's handshake: MoeChat logs in; Redis needs nothing; NATS connects.
-pub fn publisher_hello(kind: Kind, name: &str, token: &str) -> Vec<u8> {
+pub(crate) fn publisher_hello(kind: Kind, name: &str, token: &str) -> Vec<u8> {
     match kind {
         Kind::MoeChat => hello(kind, name, token, ""),
         Kind::Redis => resp(&[b"PING"]),
@@ -89,7 +89,7 @@ fn resp_into(out: &mut Vec<u8>, parts: &[&[u8]]) {
 }
 
 /// Appends one publish of `payload` to `to` (a user, or [`BROADCAST`]).
-pub fn publish(kind: Kind, out: &mut Vec<u8>, to: &str, payload: &[u8]) {
+pub(crate) fn publish(kind: Kind, out: &mut Vec<u8>, to: &str, payload: &[u8]) {
     match kind {
         Kind::MoeChat if to == BROADCAST => {
             out.extend_from_slice(b"{\"status\":\"m\",\"status_code\":90,\"info\":{\"text\":\"");
@@ -114,18 +114,18 @@ pub fn publish(kind: Kind, out: &mut Vec<u8>, to: &str, payload: &[u8]) {
 
 /// NATS has no per-publish reply: a PING after a chunk of publishes is answered
 /// by a PONG once the server has processed the chunk.
-pub fn flush_marker(kind: Kind, out: &mut Vec<u8>) {
+pub(crate) fn flush_marker(kind: Kind, out: &mut Vec<u8>) {
     if kind == Kind::Nats {
         out.extend_from_slice(b"PING\r\n");
     }
 }
 
 /// The answer to a server's PING.
-pub const NATS_PONG: &[u8] = b"PONG\r\n";
+pub(crate) const NATS_PONG: &[u8] = b"PONG\r\n";
 
 /// Takes complete events off the front of `buf`, calling `each` for every one.
 /// Incomplete input stays in `buf` for the next read.
-pub fn drain(kind: Kind, buf: &mut BytesMut, mut each: impl FnMut(Event<'_>)) {
+pub(crate) fn drain(kind: Kind, buf: &mut BytesMut, mut each: impl FnMut(Event<'_>)) {
     loop {
         let used = match kind {
             Kind::MoeChat => moechat_event(buf, &mut each),
@@ -260,7 +260,7 @@ fn nats_event(buf: &[u8], each: &mut impl FnMut(Event<'_>)) -> Option<usize> {
 
 /// A payload of `size` bytes (at least what the header needs) carrying the sender's
 /// sequence number and the send time in microseconds.
-pub fn payload(out: &mut Vec<u8>, seq: u64, sent_us: u64, size: usize) {
+pub(crate) fn payload(out: &mut Vec<u8>, seq: u64, sent_us: u64, size: usize) {
     out.clear();
     out.extend_from_slice(format!("{seq}:{sent_us}:").as_bytes());
     while out.len() < size {
@@ -269,7 +269,7 @@ pub fn payload(out: &mut Vec<u8>, seq: u64, sent_us: u64, size: usize) {
 }
 
 /// `(seq, sent_us)` from a payload made by [`payload`].
-pub fn parse_payload(p: &[u8]) -> Option<(u64, u64)> {
+pub(crate) fn parse_payload(p: &[u8]) -> Option<(u64, u64)> {
     let mut parts = p.splitn(3, |&b| b == b':');
     let num = |s: &[u8]| std::str::from_utf8(s).ok()?.parse().ok();
     Some((num(parts.next()?)?, num(parts.next()?)?))

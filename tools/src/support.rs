@@ -1,8 +1,6 @@
 //! What the test instruments (`moechat-soak`, `moechat-bench`) share: starting a
 //! real `moechat-server` process and reading its port, process memory from
-//! /proc, and percentiles. Not part of the library: only the tools use it.
-
-#![allow(dead_code)]
+//! /proc, and percentiles.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -27,7 +25,9 @@ pub fn server_bin(named: Option<&str>, tool: &str) -> String {
 
 /// A started `moechat-server` and the port it reported.
 pub struct ServerProcess {
+    /// The server process (the tools read its memory by PID and stop it by signal).
     pub child: Child,
+    /// The port it said it listens on.
     pub port: u16,
 }
 

@@ -8,8 +8,9 @@
 //! after, and whether the server ever stopped answering; it exits non-zero on a
 //! loss or a failed probe. Every loop is bounded by `--seconds`; traffic goes to
 //! 127.0.0.1 only.
-
-mod support;
+//!
+//! `--login-burst N` runs the login burst instead (`moechat_tools::burst`): N users
+//! logging in at once, with `--burst-credential password` or `session`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use moechat::{Client, ClientOptions};
-use support::{percentile, rss_kib, ServerProcess};
+use moechat_tools::support::{self, percentile, rss_kib, ServerProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -44,6 +45,15 @@ struct Args {
     /// Print only the JSON result line
     #[arg(long)]
     json: bool,
+    /// Instead of the soak: this many users log in at once (docs/BENCHMARKS.md, "Login burst")
+    #[arg(long, value_name = "USERS")]
+    login_burst: Option<usize>,
+    /// How the burst's users log in: password or session
+    #[arg(long, default_value = "password", value_parser = ["password", "session"])]
+    burst_credential: String,
+    /// More flags for the server, one argument each (e.g. --server-arg=--hash-workers --server-arg=4)
+    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+    server_args: Vec<String>,
 }
 
 fn main() {
@@ -52,6 +62,21 @@ fn main() {
         Ok(r) => r,
         Err(e) => fail(&format!("cannot start the runtime: {e}")),
     };
+    if let Some(users) = args.login_burst {
+        let burst = moechat_tools::burst::Burst {
+            users,
+            credential: if args.burst_credential == "session" {
+                moechat_tools::burst::Credential::Session
+            } else {
+                moechat_tools::burst::Credential::Password
+            },
+            server_bin: support::server_bin(args.server_bin.as_deref(), "moechat-soak"),
+            server_args: args.server_args,
+        };
+        let report = runtime.block_on(moechat_tools::burst::run(burst));
+        println!("{report}");
+        return;
+    }
     let code = runtime.block_on(run(args));
     std::process::exit(code);
 }

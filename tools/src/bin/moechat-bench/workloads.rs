@@ -18,10 +18,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use super::support::{self, percentile};
 use super::targets::{user, Running, PASSWORD};
 use super::wire::{self, Event, Kind, BROADCAST};
 use super::{now_us, TOOL};
+use moechat_tools::support::{self, percentile};
 
 /// How long a connection may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -32,7 +32,7 @@ const SETUP_CONCURRENCY: usize = 128;
 
 /// What every workload may be told.
 #[derive(Debug, Clone)]
-pub struct Params {
+pub(crate) struct Params {
     pub pairs: usize,
     pub messages: u64,
     pub size: usize,
@@ -318,7 +318,7 @@ fn merge(results: Vec<Received>) -> (u64, u64, u64, u64, Vec<u64>, u64) {
 }
 
 /// W1: `pairs` senders each pipeline `messages` direct messages to their partner.
-pub async fn direct(target: &Running, tokens: &[String], p: &Params) -> Value {
+pub(crate) async fn direct(target: &Running, tokens: &[String], p: &Params) -> Value {
     let kind = target.kind;
     let receivers = open_many(kind, target.port, p.pairs, |i| {
         let name = user(2 * i + 1);
@@ -368,7 +368,7 @@ pub async fn direct(target: &Running, tokens: &[String], p: &Params) -> Value {
 }
 
 /// W2: one sender broadcasts `broadcasts` messages at `rate` a second to `receivers`.
-pub async fn fan_out(target: &Running, tokens: &[String], p: &Params, rate: f64) -> Value {
+pub(crate) async fn fan_out(target: &Running, tokens: &[String], p: &Params, rate: f64) -> Value {
     let kind = target.kind;
     let receivers = open_many(kind, target.port, p.receivers, |i| {
         wire::hello(kind, &user(i + 1), &tokens[i + 1], BROADCAST)
@@ -416,7 +416,7 @@ pub async fn fan_out(target: &Running, tokens: &[String], p: &Params, rate: f64)
 }
 
 /// W3: `idle` logged-in (subscribed) connections that then do nothing.
-pub async fn idle(target: &Running, tokens: &[String], p: &Params) -> Value {
+pub(crate) async fn idle(target: &Running, tokens: &[String], p: &Params) -> Value {
     let kind = target.kind;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = target.rss_kib();
@@ -437,7 +437,7 @@ pub async fn idle(target: &Running, tokens: &[String], p: &Params) -> Value {
 
 /// W4: logins a second, with a password (argon2) and with a session token, from
 /// `login_workers` connections in parallel, each a new connection per login.
-pub async fn logins(target: &Running, tokens: &[String], p: &Params) -> Value {
+pub(crate) async fn logins(target: &Running, tokens: &[String], p: &Params) -> Value {
     let mut out = json!({});
     for mode in ["password", "session"] {
         let deadline = Instant::now() + Duration::from_secs_f64(p.login_seconds);

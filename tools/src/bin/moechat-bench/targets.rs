@@ -19,34 +19,34 @@ use moechat::server::accounts::{hash_password, Accounts};
 use moechat::server::hasher::Hasher;
 use moechat::store::{NoRouting, SqliteStore, Store};
 
-use super::support::{self, ServerProcess};
 use super::wire::Kind;
 use super::TOOL;
+use moechat_tools::support::{self, ServerProcess};
 
 /// The password of every bench user.
-pub const PASSWORD: &str = "bench-password";
+pub(crate) const PASSWORD: &str = "bench-password";
 
 /// The name of bench user `i`.
-pub fn user(i: usize) -> String {
+pub(crate) fn user(i: usize) -> String {
     format!("u{i}")
 }
 
 /// Where the binaries are.
 #[derive(Debug, Clone)]
-pub struct Binaries {
+pub(crate) struct Binaries {
     pub moechat: String,
     pub redis: String,
     pub nats: String,
 }
 
 /// A template database with users `u0..u{n}` and one live session token each.
-pub struct Seed {
+pub(crate) struct Seed {
     pub db: PathBuf,
     pub tokens: Arc<Vec<String>>,
 }
 
 impl Seed {
-    pub async fn create(dir: &Path, users: usize) -> Seed {
+    pub(crate) async fn create(dir: &Path, users: usize) -> Seed {
         let db = dir.join("template.db");
         let path = db.to_string_lossy().into_owned();
         let store: Arc<dyn Store> = Arc::new(
@@ -97,7 +97,7 @@ impl Seed {
 }
 
 /// A running server under test.
-pub struct Running {
+pub(crate) struct Running {
     pub kind: Kind,
     pub port: u16,
     child: Child,
@@ -105,10 +105,10 @@ pub struct Running {
 }
 
 /// A directory of the bench's own under the system's temporary directory, removed on drop.
-pub struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf);
 
 impl Scratch {
-    pub fn new(label: &str) -> Scratch {
+    pub(crate) fn new(label: &str) -> Scratch {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -119,7 +119,7 @@ impl Scratch {
         Scratch(dir)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -131,15 +131,15 @@ impl Drop for Scratch {
 }
 
 impl Running {
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    pub fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         support::rss_kib(self.pid())
     }
 
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         support::terminate(&mut self.child);
     }
 }
@@ -185,7 +185,7 @@ fn wait_listening(port: u16, what: &str) {
 }
 
 /// Whether `bin` can be run at all (so a missing Redis or NATS is skipped, not fatal).
-pub fn available(bin: &str) -> bool {
+pub(crate) fn available(bin: &str) -> bool {
     Command::new(bin)
         .arg("--version")
         .stdout(Stdio::null())
@@ -195,7 +195,7 @@ pub fn available(bin: &str) -> bool {
 }
 
 /// Starts a fresh server of `kind`, ready for `max_clients` connections.
-pub fn start(kind: Kind, bins: &Binaries, seed: &Seed, max_clients: usize) -> Running {
+pub(crate) fn start(kind: Kind, bins: &Binaries, seed: &Seed, max_clients: usize) -> Running {
     let clients = (max_clients + 100).to_string();
     match kind {
         Kind::MoeChat => {

@@ -8,8 +8,6 @@
 //! (`synchronous=FULL`) and acknowledges it only once it is durable; Redis pub/sub
 //! and core NATS keep nothing. See docs/BENCHMARKS.md for the method and figures.
 
-#[path = "../support.rs"]
-mod support;
 mod targets;
 mod wire;
 mod workloads;
@@ -20,6 +18,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use clap::Parser;
+use moechat_tools::support;
 use serde_json::{json, Value};
 
 use targets::{Binaries, Scratch, Seed};

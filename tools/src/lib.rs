@@ -1,0 +1,10 @@
+//! The instruments of MoeChat's docs: `moechat-bench` (docs/BENCHMARKS.md),
+//! `moechat-soak` (docs/security.md; its `--login-burst` mode is the login burst of
+//! docs/BENCHMARKS.md) and the `sqlite_ceiling` example. Not shipped: the library and
+//! `moechat-server` build without this crate.
+//!
+//! This library holds what the tools share: starting a real `moechat-server`
+//! process, reading process memory, percentiles.
+
+pub mod burst;
+pub mod support;
