@@ -170,3 +170,37 @@ async fn a_full_hashing_pool_answers_busy_and_counts_nothing() {
     assert!(busy > 0, "sixteen logins at once fill one slot");
     s.stop().await;
 }
+
+/// Registration hashes on the same pool: when it is full the answer is `r`/24 too
+/// (our reading, docs/protocol.md), nothing is created, and a retry gets the name.
+#[tokio::test]
+async fn a_full_hashing_pool_answers_busy_to_register_and_creates_nothing() {
+    let config = ServerConfig {
+        hash_workers: 1,
+        hash_queue: 0,
+        ..ServerConfig::ephemeral()
+    };
+    let s = TestServer::start(config).await;
+    let mut conns = Vec::new();
+    for _ in 0..16 {
+        conns.push(s.raw().await);
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        let register = json!({"req": "register", "user": format!("user{i}"), "password": "pw"});
+        c.send_json(query(register)).await;
+    }
+    let mut busy = 0;
+    for (i, c) in conns.iter_mut().enumerate() {
+        let register = json!({"req": "register", "user": format!("user{i}"), "password": "pw"});
+        let mut r = c.recv().await;
+        while r["status_code"] == 24 {
+            busy += 1;
+            assert!(reason(&r).contains("try again"), "{r}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            r = c.request(query(register.clone())).await;
+        }
+        assert_eq!(r["status_code"], 30, "created on the retry, not before: {r}");
+    }
+    assert!(busy > 0, "sixteen registrations at once fill one slot");
+    s.stop().await;
+}

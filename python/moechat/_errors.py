@@ -17,7 +17,8 @@ class MoeChatError(Exception):
 
 
 class LoginError(MoeChatError):
-    """A login failed: 20 wrong credentials, 21 malformed, 22 too many attempts, 23 already."""
+    """A login failed: 20 wrong credentials, 21 malformed, 22 too many attempts, 23 already
+    logged in, 24 busy (the client retries it for up to 30 s before raising it)."""
 
 
 class QueryError(MoeChatError):

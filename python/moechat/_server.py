@@ -26,9 +26,9 @@ class Server:
 
     def __init__(
         self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        db: str = ":memory:",
+        host: str = _D.host,
+        port: int = _D.port,
+        db: str = _D.db,
         *,
         heartbeat: float = _D.heartbeat,
         registration: bool = _D.registration,

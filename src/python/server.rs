@@ -83,6 +83,9 @@ impl Drop for ServerCore {
 /// defaults read them, so they are written once.
 #[pyclass(frozen, get_all, module = "moechat._moechat")]
 pub(super) struct Defaults {
+    host: String,
+    port: u16,
+    db: String,
     heartbeat: f64,
     registration: bool,
     max_frame_bytes: u64,
@@ -98,10 +101,15 @@ pub(super) struct Defaults {
 }
 
 impl Defaults {
-    /// Read off [`ServerConfig::default`].
+    /// Read off [`ServerConfig::ephemeral`]: the library's defaults, with any free port
+    /// and an in-memory store (a server inside a Python program is most often a test's
+    /// or a tool's; the command line keeps 3541 and `./moechat.db`).
     pub(super) fn new() -> Defaults {
-        let d = ServerConfig::default();
+        let d = ServerConfig::ephemeral();
         Defaults {
+            host: d.host.clone(),
+            port: d.port,
+            db: d.db.clone(),
             heartbeat: d.heartbeat.as_secs_f64(),
             registration: d.registration_open,
             max_frame_bytes: d.max_frame_bytes as u64,
