@@ -199,7 +199,10 @@ async fn a_full_hashing_pool_answers_busy_to_register_and_creates_nothing() {
             tokio::time::sleep(Duration::from_millis(20)).await;
             r = c.request(query(register.clone())).await;
         }
-        assert_eq!(r["status_code"], 30, "created on the retry, not before: {r}");
+        assert_eq!(
+            r["status_code"], 30,
+            "created on the retry, not before: {r}"
+        );
     }
     assert!(busy > 0, "sixteen registrations at once fill one slot");
     s.stop().await;

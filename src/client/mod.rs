@@ -21,32 +21,36 @@
 //! the name dialled; a failed verification is [`ClientError::Tls`].
 //!
 //! # Layout
-//! - [`options`](ClientOptions) and [`error`](ClientError): what a caller sets and gets.
+//! - `options` ([`ClientOptions`]) and `error` ([`ClientError`]): what a caller sets
+//!   and gets.
 //! - `dial`: a TCP connection, TLS on top when asked.
-//! - `shared`: the state the handle and the connection tasks share.
-//! - `reader` and `writer`: one task each per connection.
-//! - `reconnect`: starting a connection's tasks, and resuming after a break.
+//! - `handler`: the one task that owns the connection: reads, writes, answers,
+//!   pushes, acks, and reconnection.
+//! - `reader`: what each line from the server is (pure).
+//! - `reconnect`: a connection, and resuming the session on a new one.
+//! - `shared`: the little the handles and the task share (request ids, what the
+//!   application has finished with, why the client ended).
 //! - this file: the [`Client`] handle and the [`Incoming`] stream.
 
 mod dial;
 mod error;
+mod handler;
 mod options;
 mod reader;
 mod reconnect;
 mod shared;
-mod writer;
 
 pub use error::ClientError;
 pub use options::{ClientOptions, ConnectionEvent, EventHook, TlsOptions};
 pub(crate) use reader::Pushed;
 
 use dial::Dialer;
-use reconnect::attach;
-use shared::{Link, Shared, Waiter};
+use handler::{Command, Handler, Kind};
+use reconnect::Connection;
+use shared::Shared;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -59,8 +63,9 @@ use crate::protocol::reply::{ChatMessage, LoginOk, Messages, Receipt, Users};
 use crate::protocol::request::{
     Broadcast, Credential, Direct, History, Login, Peer, Register, Request,
 };
-use crate::sync::lock;
 
+/// Requests queued for the connection task before a call waits.
+const COMMAND_QUEUE: usize = 256;
 /// Pushed messages held for the application before the client stops reading.
 const INCOMING_QUEUE: usize = 1024;
 /// Characters in a send's nonce.
@@ -89,6 +94,8 @@ pub struct Sent {
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    reconnect: bool,
     _owner: Arc<Owner>,
 }
 
@@ -96,11 +103,14 @@ pub struct Client {
 pub struct Incoming {
     rx: mpsc::Receiver<Pushed>,
     shared: Arc<Shared>,
+    reconnect: bool,
+    /// Keeps the command channel open while only the stream is held.
+    _commands: mpsc::Sender<Command>,
     _owner: Arc<Owner>,
 }
 
-/// Held by the application's handles only (the connection tasks hold [`Shared`]),
-/// so dropping every handle stops the tasks instead of leaving the socket open.
+/// Held by the application's handles only (the connection task holds [`Shared`]),
+/// so dropping every handle stops the task instead of leaving the socket open.
 struct Owner {
     stop: CancellationToken,
 }
@@ -161,7 +171,7 @@ impl Incoming {
 
     /// `m` is in the application's hands (acknowledged once it comes back).
     pub(crate) fn took(&self, m: &Pushed) {
-        if self.shared.options.reconnect && m.is_direct() {
+        if self.reconnect && m.is_direct() {
             self.shared.taken.fetch_max(m.msg_id(), Ordering::AcqRel);
         }
     }
@@ -180,50 +190,34 @@ impl Client {
         options: ClientOptions,
     ) -> Result<(Client, Incoming), ClientError> {
         let dialer = Dialer::new(host, port, options.tls.as_ref()).await?;
-        let stream = dialer.dial().await?;
+        let first = Connection::open(&dialer).await?;
         let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
-        // A placeholder link, replaced by the real one below before anyone can use it.
-        let (placeholder, _) = mpsc::channel(1);
-        let shared = Arc::new(Shared {
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let shared = Arc::new(Shared::new());
+        let reconnect = options.reconnect;
+        let handler = Handler {
+            shared: shared.clone(),
             options,
-            dialer,
-            link: Mutex::new(Link {
-                out: placeholder,
-                generation: 0,
-            }),
-            pending: Mutex::new(Some(HashMap::new())),
-            next_id: AtomicU64::new(1),
-            generations: AtomicU64::new(0),
-            close_reason: Mutex::new(None),
-            stop: CancellationToken::new(),
-            incoming: Mutex::new(Some(in_tx)),
-            session: Mutex::new(None),
-            logged_out: AtomicBool::new(false),
-            last_direct: AtomicU64::new(0),
-            taken: AtomicU64::new(0),
-            acked: AtomicU64::new(0),
-            ack_queued: AtomicU64::new(0),
-            link_generation: AtomicU64::new(0),
-        });
-        let first = attach(&shared, stream);
-        *lock(&shared.link) = Link {
-            out: first.out,
-            generation: first.generation,
+            dialer: Arc::new(dialer),
+            commands: command_rx,
+            incoming: in_tx,
         };
-        shared
-            .link_generation
-            .store(first.generation, Ordering::Release);
+        tokio::spawn(handler.run(first));
         let owner = Arc::new(Owner {
             stop: shared.stop.clone(),
         });
         Ok((
             Client {
                 shared: shared.clone(),
+                commands: commands.clone(),
+                reconnect,
                 _owner: owner.clone(),
             },
             Incoming {
                 rx: in_rx,
                 shared,
+                reconnect,
+                _commands: commands,
                 _owner: owner,
             },
         ))
@@ -231,30 +225,23 @@ impl Client {
 
     /// Sends `request` and waits for the frame that answers it.
     pub async fn request(&self, request: &Request) -> Result<Envelope, ClientError> {
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = request.encode(Some(&Id::UInt(id)));
-        let (tx, rx) = oneshot::channel();
-        let waiter = Waiter {
-            tx,
-            frame: frame.clone(),
-            resend: true,
-        };
-        match self.shared.pending().as_mut() {
-            Some(p) => p.insert(id, waiter),
-            None => return Err(self.shared.closed_error()),
-        };
-        // Drop the slot if this call is cancelled (a timeout) before its answer.
-        let _slot = PendingSlot {
-            shared: &self.shared,
+        self.call(request, Kind::Plain).await
+    }
+
+    /// [`Client::request`], telling the connection task what kind of request it is.
+    async fn call(&self, request: &Request, kind: Kind) -> Result<Envelope, ClientError> {
+        let id = self.shared.next_id();
+        let (reply, answer) = oneshot::channel();
+        let command = Command {
             id,
+            frame: request.encode(Some(&Id::UInt(id))),
+            kind,
+            reply,
         };
-        // Read the link only after the waiter is in place: a resume that installs a
-        // new link either is seen here or sends this request again itself.
-        let out = self.shared.out();
-        if out.send(frame).await.is_err() && !self.shared.options.reconnect {
+        if self.commands.send(command).await.is_err() {
             return Err(self.shared.closed_error());
         }
-        rx.await.map_err(|_| self.shared.closed_error())
+        answer.await.map_err(|_| self.shared.closed_error())
     }
 
     /// Logs in with a password; returns the server's login info (session token, heartbeat).
@@ -262,14 +249,14 @@ impl Client {
         let req = Request::Login(Login {
             user: user.into(),
             credential: Credential::Password(password.into()),
-            acks: self.shared.options.reconnect,
+            acks: self.reconnect,
         });
-        let env = expect(self.request_unless_busy(&req).await?, &[Code::LoginOk])?;
-        let info: LoginOk = decode(env)?;
-        if self.shared.options.reconnect {
-            *lock(&self.shared.session) = Some((info.user.clone(), info.session.clone()));
-        }
-        Ok(info)
+        // The connection task keeps the session of a successful login, to resume it.
+        let env = expect(
+            self.request_unless_busy(&req, || Kind::Login).await?,
+            &[Code::LoginOk],
+        )?;
+        decode(env)
     }
 
     /// Creates a user.
@@ -278,16 +265,24 @@ impl Client {
             user: user.into(),
             password: password.into(),
         });
-        expect(self.request_unless_busy(&req).await?, &[Code::QueryOk]).map(drop)
+        expect(
+            self.request_unless_busy(&req, || Kind::Plain).await?,
+            &[Code::QueryOk],
+        )
+        .map(drop)
     }
 
     /// [`Client::request`], sent again with backoff (and jitter, so a crowd does not
     /// come back in step) while the server answers `r`/24: too busy hashing passwords.
-    async fn request_unless_busy(&self, request: &Request) -> Result<Envelope, ClientError> {
+    async fn request_unless_busy(
+        &self,
+        request: &Request,
+        kind: impl Fn() -> Kind,
+    ) -> Result<Envelope, ClientError> {
         let give_up = Instant::now() + BUSY_RETRY_FOR;
         let mut delay = BUSY_FIRST;
         loop {
-            let env = self.request(request).await?;
+            let env = self.call(request, kind()).await?;
             if env.code != Code::Busy.number() || Instant::now() >= give_up {
                 return Ok(env);
             }
@@ -359,41 +354,29 @@ impl Client {
 
     /// Logs out; the server then closes the connection, and the client does not reconnect.
     pub async fn logout(&self) -> Result<(), ClientError> {
+        // The connection task acknowledges what was handled before the logout goes out.
         self.shared.ack_taken();
-        self.shared.logged_out.store(true, Ordering::Release);
-        expect(self.request(&Request::Logout).await?, &[Code::QueryOk])?;
-        self.shared.set_close_reason(ClientError::Closed {
-            code: None,
-            reason: "logged out".into(),
-        });
-        Ok(())
+        expect(
+            self.call(&Request::Logout, Kind::Logout).await?,
+            &[Code::QueryOk],
+        )
+        .map(drop)
     }
 
     /// Closes the connection; pending and later calls fail with [`ClientError::Closed`].
     pub fn close(&self) {
         self.shared.ack_taken();
-        self.shared.finish(ClientError::Closed {
+        self.shared.set_close_reason(ClientError::Closed {
             code: None,
             reason: "closed by the client".into(),
         });
+        // The task writes the final ack and says goodbye on its way out.
+        self.shared.stop.cancel();
     }
 
     /// Whether the client has ended.
     pub fn is_closed(&self) -> bool {
-        self.shared.pending().is_none() || self.shared.stop.is_cancelled()
-    }
-}
-
-struct PendingSlot<'a> {
-    shared: &'a Shared,
-    id: u64,
-}
-
-impl Drop for PendingSlot<'_> {
-    fn drop(&mut self) {
-        if let Some(p) = self.shared.pending().as_mut() {
-            p.remove(&self.id);
-        }
+        self.shared.is_closed()
     }
 }
 

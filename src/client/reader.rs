@@ -1,26 +1,14 @@
-//! The reading task of a connection: pushes to the application (once each),
-//! answers to their waiting requests, heartbeat pings answered, closing codes kept.
+//! Reading what the server sends: each line is a push for the application, an
+//! answer to a request, a heartbeat ping or a closing code. Pure: the connection task
+//! (`handler`) acts on what this returns.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-
-use bytes::Bytes;
-use futures_util::StreamExt;
-use tokio::sync::mpsc;
-use tokio_util::codec::FramedRead;
-use tokio_util::sync::CancellationToken;
-
-use super::dial::Reader;
-use super::shared::Shared;
 use super::ClientError;
 use crate::protocol::code::{Code, Status};
-use crate::protocol::codec::LineCodec;
 use crate::protocol::envelope::{Envelope, Id};
-use crate::protocol::reply::{encode_pong, ChatMessage, PushFrame};
-use crate::sync::lock;
+use crate::protocol::reply::{ChatMessage, PushFrame};
 
 /// Largest frame the client accepts: a full history reply is far above the server's request limit.
-const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+pub(super) const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
 /// A pushed message on its way to the application: still in (a copy of) its frame
 /// when the server wrote it the usual way, so the reader makes one allocation for it
@@ -75,128 +63,73 @@ impl Pushed {
     }
 }
 
-/// Hands a pushed message to the application, unless it is a repeat; `false` if the
-/// client is stopping meanwhile.
-async fn deliver(shared: &Shared, incoming: Option<&mpsc::Sender<Pushed>>, m: Pushed) -> bool {
-    // Direct messages arrive in msg_id order on a connection; after a resume the
-    // server starts again from the last ack, so older ones are repeats.
-    if m.is_direct() && shared.last_direct.fetch_max(m.msg_id(), Ordering::AcqRel) >= m.msg_id() {
-        return true;
+/// What one line from the server is.
+pub(super) enum Inbound {
+    /// A chat message for the application.
+    Push(Pushed),
+    /// An `r` or `e` frame carrying a request's id.
+    Answer(u64, Envelope),
+    /// The server's heartbeat ping: answer with a pong.
+    Ping,
+    /// An `r` or `e` frame with no request's id and a closing code: the reason the
+    /// connection is about to end.
+    Closing(ClientError),
+    /// Nothing to act on (logged).
+    Ignored,
+}
+
+/// Reads one line. The one reading of pushes: the canonical layout first (one
+/// allocation for the whole message), then any other JSON spelling of it; an `m`
+/// frame that neither accepts (one with an `id`, say) is not a push, and never an
+/// answer either.
+pub(super) fn classify(line: &[u8]) -> Inbound {
+    if let Some(frame) = PushFrame::parse(line) {
+        return Inbound::Push(Pushed::Frame(frame));
     }
-    let Some(incoming) = incoming else {
-        return true;
+    if let Some(m) = ChatMessage::parse_push_general(line) {
+        return Inbound::Push(Pushed::Message(m));
+    }
+    let env = match Envelope::parse(line) {
+        Ok(env) => env,
+        Err(e) => {
+            tracing::warn!("ignoring a frame from the server: {e}");
+            return Inbound::Ignored;
+        }
     };
-    // Room in the queue is the usual case, and needs no future.
-    let m = match incoming.try_send(m) {
-        Ok(()) => return true,
-        Err(mpsc::error::TrySendError::Closed(_)) => return true,
-        Err(mpsc::error::TrySendError::Full(m)) => m,
-    };
-    // A full queue means the application is slow: stop reading, let the server judge.
-    tokio::select! {
-        biased;
-        _ = shared.stop.cancelled() => false,
-        _ = incoming.send(m) => true,
+    match env.status {
+        Status::Response | Status::Error => {
+            if let Some(id) = env.id.as_ref().and_then(Id::as_u64) {
+                return Inbound::Answer(id, env);
+            }
+            unsolicited(env)
+        }
+        Status::Query if env.code == Code::Heartbeat.number() => Inbound::Ping,
+        Status::Message => {
+            tracing::warn!(
+                "ignoring a message frame that is not a valid push: code {}",
+                env.code
+            );
+            Inbound::Ignored
+        }
+        Status::Query => Inbound::Ignored,
     }
 }
 
-pub(super) async fn read_loop(
-    rd: Reader,
-    out: mpsc::Sender<Bytes>,
-    shared: Arc<Shared>,
-    generation: u64,
-    ended_flag: CancellationToken,
-) {
-    let mut frames = FramedRead::new(rd, LineCodec::new(MAX_REPLY_BYTES));
-    let incoming = lock(&shared.incoming).clone();
-    let mut ended = ClientError::Closed {
-        code: None,
-        reason: "the server closed the connection".into(),
-    };
-    // One waiter for the whole loop rather than one per frame.
-    let stop = shared.stop.cancelled();
-    tokio::pin!(stop);
-    loop {
-        let next = tokio::select! {
-            biased;
-            _ = &mut stop => break,
-            n = frames.next() => n,
-        };
-        let line = match next {
-            Some(Ok(line)) => line,
-            Some(Err(e)) => {
-                ended = ClientError::Closed {
-                    code: None,
-                    reason: e.to_string(),
-                };
-                break;
-            }
-            None => break,
-        };
-        // The usual push keeps (a copy of) its frame: one allocation for the whole
-        // message, not one per string. Any other spelling of a push is parsed whole.
-        let pushed = match PushFrame::parse(&line) {
-            Some(frame) => Some(Pushed::Frame(frame)),
-            None => ChatMessage::parse_push_general(&line).map(Pushed::Message),
-        };
-        if let Some(m) = pushed {
-            if !deliver(&shared, incoming.as_ref(), m).await {
-                break;
-            }
-            continue;
-        }
-        let env = match Envelope::parse(&line) {
-            Ok(env) => env,
-            Err(e) => {
-                tracing::warn!("ignoring a frame from the server: {e}");
-                continue;
-            }
-        };
-        // Only an answer can be the answer to a request: an `m` frame with an `id` is
-        // not a push (the push reading above declined it) and matches no request.
-        let answer = matches!(env.status, Status::Response | Status::Error);
-        if let Some(id) = env.id.as_ref().and_then(Id::as_u64).filter(|_| answer) {
-            let waiter = shared.pending().as_mut().and_then(|p| p.remove(&id));
-            if let Some(w) = waiter {
-                let _ = w.tx.send(env);
-                continue;
-            }
-        }
-        match (env.status, Code::from_number(env.code)) {
-            (Status::Query, Some(Code::Heartbeat)) => {
-                let answered = out.send(encode_pong()).await;
-                if answered.is_err() {
-                    break;
-                }
-            }
-            (Status::Message, _) => {
-                // The one reading of pushes (above) declined it: say so, never guess.
-                tracing::warn!(
-                    "ignoring a message frame that is not a valid push: code {}",
-                    env.code
-                );
-            }
-            (Status::Error, _) | (Status::Response, _) => {
-                let reason = env
-                    .str_field("error")
-                    .unwrap_or("closed by the server")
-                    .to_string();
-                if Code::from_number(env.code).is_some_and(Code::closes) {
-                    ended = ClientError::Closed {
-                        code: Some(env.code),
-                        reason,
-                    };
-                } else {
-                    tracing::warn!(
-                        "unsolicited frame from the server: code {} {reason}",
-                        env.code
-                    );
-                }
-            }
-            _ => {}
-        }
+/// An `r` or `e` frame that answers no request: a closing code's reason, or noise.
+pub(super) fn unsolicited(env: Envelope) -> Inbound {
+    let reason = env
+        .str_field("error")
+        .unwrap_or("closed by the server")
+        .to_string();
+    if Code::from_number(env.code).is_some_and(Code::closes) {
+        return Inbound::Closing(ClientError::Closed {
+            code: Some(env.code),
+            reason,
+        });
     }
-    drop(incoming);
-    ended_flag.cancel();
-    shared.connection_lost(generation, ended);
+    tracing::warn!(
+        "unsolicited frame from the server: code {} {reason}",
+        env.code
+    );
+    Inbound::Ignored
 }

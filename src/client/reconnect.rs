@@ -1,159 +1,120 @@
-//! Starting a connection's tasks, and reconnecting with backoff to resume the
-//! session when a connection breaks.
+//! A connection (lines in, bytes out), and getting one back after a break:
+//! reconnecting with backoff and resuming the session with its token.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio_util::codec::FramedRead;
 
-use super::dial::{Reader, Writer};
-use super::reader::read_loop;
-use super::shared::{Link, Shared, Waiter};
-use super::writer::write_loop;
-use super::{ClientError, ConnectionEvent};
+use super::dial::{Dialer, Reader, Writer};
+use super::reader::{classify, Inbound, MAX_REPLY_BYTES};
+use super::ClientError;
 use crate::protocol::code::Code;
-use crate::protocol::envelope::Id;
-use crate::protocol::reply::encode_ack;
+use crate::protocol::codec::LineCodec;
+use crate::protocol::envelope::{Envelope, Id};
+use crate::protocol::reply::encode_pong;
 use crate::protocol::request::{Credential, Login, Request};
-use crate::sync::lock;
 
-/// Frames queued for the socket before a request waits.
-const SEND_QUEUE: usize = 256;
 /// First and longest pause between reconnection attempts.
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long one resume login may take before the attempt counts as failed.
 const RESUME_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection's reader and writer, started.
-pub(super) struct Attached {
-    pub(super) generation: u64,
-    pub(super) out: mpsc::Sender<Bytes>,
-    /// Cancelled when the connection's reader stops.
-    pub(super) ended: CancellationToken,
+/// A live connection: the server's lines, and the socket to write to.
+pub(super) struct Connection {
+    pub(super) lines: FramedRead<Reader, LineCodec>,
+    pub(super) wr: Writer,
 }
 
-/// Starts the reader and writer of a new connection.
-pub(super) fn attach(shared: &Arc<Shared>, (rd, wr): (Reader, Writer)) -> Attached {
-    let generation = shared.generations.fetch_add(1, Ordering::AcqRel) + 1;
-    let (out_tx, out_rx) = mpsc::channel(SEND_QUEUE);
-    let ended = CancellationToken::new();
-    tokio::spawn(write_loop(wr, out_rx, shared.clone(), generation));
-    tokio::spawn(read_loop(
-        rd,
-        out_tx.clone(),
-        shared.clone(),
-        generation,
-        ended.clone(),
-    ));
-    Attached {
-        generation,
-        out: out_tx,
-        ended,
+impl Connection {
+    /// Dials a new connection.
+    pub(super) async fn open(dialer: &Dialer) -> Result<Connection, ClientError> {
+        let (rd, wr) = dialer.dial().await?;
+        Ok(Connection {
+            lines: FramedRead::new(rd, LineCodec::new(MAX_REPLY_BYTES)),
+            wr,
+        })
+    }
+
+    /// Sends `frame` and waits for the answer carrying `id`, answering pings meanwhile.
+    /// Lines after the answer (pushes of the catch-up) stay buffered for the task.
+    async fn ask(&mut self, frame: &[u8], id: u64) -> Result<Envelope, ClientError> {
+        let broken = |reason: String| ClientError::Closed { code: None, reason };
+        self.wr
+            .write_all(frame)
+            .await
+            .map_err(|e| broken(e.to_string()))?;
+        loop {
+            let line = match self.lines.next().await {
+                Some(Ok(line)) => line,
+                Some(Err(e)) => return Err(broken(e.to_string())),
+                None => return Err(broken("the server closed the connection".into())),
+            };
+            match classify(&line) {
+                Inbound::Answer(got, env) if got == id => return Ok(env),
+                Inbound::Ping => {
+                    let pong = encode_pong();
+                    self.wr
+                        .write_all(&pong)
+                        .await
+                        .map_err(|e| broken(e.to_string()))?;
+                }
+                Inbound::Closing(e) => return Err(e),
+                _ => {}
+            }
+        }
     }
 }
 
-/// Reconnects with backoff and resumes the session, then sends again what waits for
-/// an answer; gives up (ending the client with `cause`) after `reconnect_for`.
-pub(super) async fn reconnect(shared: Arc<Shared>, cause: ClientError) {
+/// The session to resume: whose, and its token.
+#[derive(Debug, Clone)]
+pub(super) struct Session {
+    pub(super) user: String,
+    pub(super) token: String,
+}
+
+/// Reconnects with backoff and resumes `session` on a new connection. Gives up with
+/// `cause` after `reconnect_for`, and at once if the server refuses the token (it
+/// expired, or was logged out elsewhere): then nothing is left to resume.
+pub(super) async fn resume(
+    dialer: Arc<Dialer>,
+    session: Session,
+    id: u64,
+    cause: ClientError,
+    reconnect_for: Duration,
+) -> Result<Connection, ClientError> {
     // A `reconnect_for` too long for the clock to add means "keep trying".
-    let deadline = Instant::now().checked_add(shared.options.reconnect_for);
+    let deadline = Instant::now().checked_add(reconnect_for);
+    let frame = Request::Login(Login {
+        user: session.user,
+        credential: Credential::Session(session.token),
+        acks: true,
+    })
+    .encode(Some(&Id::UInt(id)));
     let mut delay = BACKOFF_FIRST;
     loop {
-        tokio::select! {
-            _ = shared.stop.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
-        }
+        tokio::time::sleep(delay).await;
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            shared.finish(cause);
-            return;
+            return Err(cause);
         }
         delay = (delay * 2).min(BACKOFF_MAX);
-        let Some((user, token)) = lock(&shared.session).clone() else {
-            shared.finish(cause);
-            return;
-        };
-        let Ok(stream) = shared.dialer.dial().await else {
+        let Ok(mut conn) = Connection::open(&dialer).await else {
             continue;
         };
-        let Attached {
-            generation,
-            out,
-            ended,
-        } = attach(&shared, stream);
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let resume = Request::Login(Login {
-            user,
-            credential: Credential::Session(token),
-            acks: true,
-        })
-        .encode(Some(&Id::UInt(id)));
-        let (tx, rx) = oneshot::channel();
-        let waiter = Waiter {
-            tx,
-            frame: resume.clone(),
-            resend: false,
-        };
-        match shared.pending().as_mut() {
-            Some(p) => p.insert(id, waiter),
-            None => return,
-        };
-        let _ = out.send(resume).await;
-        // The attempt fails fast if this connection dies before answering.
-        let answer = tokio::select! {
-            a = tokio::time::timeout(RESUME_TIMEOUT, rx) => a.ok(),
-            _ = ended.cancelled() => None,
-        };
-        if let Some(p) = shared.pending().as_mut() {
-            p.remove(&id);
-        }
-        match answer {
-            Some(Ok(env)) if env.code == Code::LoginOk.number() => {
-                {
-                    // A reader that ended marks `ended` before it reports the loss under
-                    // this lock: either it is seen here, or its report sees this link.
-                    let mut link = lock(&shared.link);
-                    if ended.is_cancelled() {
-                        continue;
-                    }
-                    *link = Link {
-                        out: out.clone(),
-                        generation,
-                    };
-                    shared.link_generation.store(generation, Ordering::Release);
-                }
-                let again: Vec<Bytes> = shared
-                    .pending()
-                    .as_ref()
-                    .map(|p| {
-                        p.values()
-                            .filter(|w| w.resend)
-                            .map(|w| w.frame.clone())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let acked = shared.acked.load(Ordering::Acquire);
-                if acked > 0 {
-                    let _ = out.send(encode_ack(acked)).await;
-                }
-                for frame in again {
-                    let _ = out.send(frame).await;
-                }
-                shared.options.emit(ConnectionEvent::Reconnected);
-                return;
-            }
-            Some(Ok(env)) if env.code == Code::BadCredentials.number() => {
-                // The token is void (expired, or logged out elsewhere): nothing to resume.
-                shared.finish(ClientError::Closed {
+        match tokio::time::timeout(RESUME_TIMEOUT, conn.ask(&frame, id)).await {
+            Ok(Ok(env)) if env.code == Code::LoginOk.number() => return Ok(conn),
+            Ok(Ok(env)) if env.code == Code::BadCredentials.number() => {
+                return Err(ClientError::Closed {
                     code: cause.code(),
                     reason: "the session could not be resumed".into(),
                 });
-                return;
             }
-            _ => {} // no answer in time, or the connection broke again: retry
+            // No answer in time, a busy or capped server, or the connection broke
+            // again: try again.
+            _ => {}
         }
     }
 }
