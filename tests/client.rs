@@ -241,3 +241,92 @@ async fn a_busy_login_is_sent_again() {
         .expect("logged in after two busy answers");
     assert_eq!(ok.user, "alice");
 }
+
+/// Many answers and pushes arriving together: the connection task takes up to 64
+/// lines a turn, and none past a turn's end may be lost (one was, in a draft of the
+/// single-task client: a request then waited forever).
+#[tokio::test]
+async fn hundreds_of_answers_and_pushes_at_once_all_arrive() {
+    let s = TestServer::with_users().await;
+    let (alice, _a_in) = Client::connect("127.0.0.1", s.port()).await.unwrap();
+    alice.login("alice", "wonderland").await.unwrap();
+    // A backlog for bob, pushed in a burst right after his login.
+    let mut sends = Vec::new();
+    for i in 0..3000 {
+        let a = alice.clone();
+        sends.push(tokio::spawn(async move {
+            a.send("bob", &format!("m{i}")).await
+        }));
+    }
+    for t in sends {
+        t.await.unwrap().unwrap();
+    }
+    let (bob, mut incoming) = Client::connect("127.0.0.1", s.port()).await.unwrap();
+    bob.login("bob", "builder").await.unwrap();
+    // Hundreds of pipelined requests whose answers come back together.
+    let mut pings = Vec::new();
+    for _ in 0..2000 {
+        let b = bob.clone();
+        pings.push(tokio::spawn(async move { b.ping().await }));
+    }
+    // Read the pushes meanwhile: a full Incoming queue stops the reading of answers too.
+    let reader = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for _ in 0..3000 {
+            ids.push(incoming.recv().await.unwrap().msg_id);
+        }
+        ids
+    });
+    let all = async {
+        for t in pings {
+            t.await.unwrap().unwrap();
+        }
+        reader.await.unwrap()
+    };
+    let ids = tokio::time::timeout(WAIT, all)
+        .await
+        .expect("every answer and push arrives");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+    s.stop().await;
+}
+
+/// The same, deterministic: a scripted server writes 200 pushes and the answer to a
+/// ping in one write, so the client finds far more than one turn's lines ready.
+#[tokio::test]
+async fn a_single_write_of_hundreds_of_lines_loses_none() {
+    use tokio::io::AsyncWriteExt;
+    let (port, accepted) = scripted().await;
+    let (c, mut incoming) =
+        Client::connect_with("127.0.0.1", port, moechat::ClientOptions::no_reconnect())
+            .await
+            .unwrap();
+    let ping = tokio::spawn(async move { c.ping().await.map(|_| c) });
+    let (mut lines, mut wr) = accepted.await.unwrap();
+    let sent: serde_json::Value =
+        serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let mut burst = String::new();
+    for msg_id in 1..=200u64 {
+        let push = serde_json::json!({"status":"m","status_code":90,
+            "info":{"msg_id":msg_id,"from":"a","text":"t","ts":1}});
+        burst.push_str(&format!("{push}\n"));
+    }
+    let pong =
+        serde_json::json!({"status":"r","status_code":30,"info":{"req":"pong"},"id":sent["id"]});
+    burst.push_str(&format!("{pong}\n"));
+    wr.write_all(burst.as_bytes()).await.unwrap();
+    let got = tokio::time::timeout(WAIT, async {
+        let mut ids = Vec::new();
+        for _ in 0..200 {
+            ids.push(incoming.recv().await.unwrap().msg_id);
+        }
+        ids
+    })
+    .await
+    .expect("every push arrives");
+    assert_eq!(got, (1..=200).collect::<Vec<u64>>());
+    tokio::time::timeout(WAIT, ping)
+        .await
+        .expect("the answer after them arrives")
+        .unwrap()
+        .unwrap();
+}
