@@ -166,21 +166,32 @@ async fn scripted() -> (
     (port, accepted)
 }
 
+/// A client of a scripted server that has sent a ping: its pending answer, its
+/// pushes, the ping frame as the server read it, and the server's writing half.
+async fn pinging_a_scripted_server() -> (
+    tokio::task::JoinHandle<Result<Client, ClientError>>,
+    moechat::Incoming,
+    serde_json::Value,
+    tokio::net::tcp::OwnedWriteHalf,
+) {
+    let (port, accepted) = scripted().await;
+    let (c, incoming) =
+        Client::connect_with("127.0.0.1", port, moechat::ClientOptions::no_reconnect())
+            .await
+            .unwrap();
+    let ping = tokio::spawn(async move { c.ping().await.map(|_| c) });
+    let (mut lines, wr) = accepted.await.unwrap();
+    let sent = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    (ping, incoming, sent, wr)
+}
+
 /// One reading of pushes: an `m` frame with an `id` is neither a push nor an answer.
 /// Before, a third reading in the client delivered the first frame below as a
 /// message, and the second answered the ping.
 #[tokio::test]
 async fn message_frames_with_an_id_are_neither_pushes_nor_answers() {
     use tokio::io::AsyncWriteExt;
-    let (port, accepted) = scripted().await;
-    let (c, mut incoming) =
-        Client::connect_with("127.0.0.1", port, moechat::ClientOptions::no_reconnect())
-            .await
-            .unwrap();
-    let ping = tokio::spawn(async move { c.ping().await.map(|_| c) });
-    let (mut lines, mut wr) = accepted.await.unwrap();
-    let sent: serde_json::Value =
-        serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let (ping, mut incoming, sent, mut wr) = pinging_a_scripted_server().await;
     let id = &sent["id"];
     let push = |msg_id: u64| {
         serde_json::json!({"status":"m","status_code":80,
@@ -295,15 +306,7 @@ async fn hundreds_of_answers_and_pushes_at_once_all_arrive() {
 #[tokio::test]
 async fn a_single_write_of_hundreds_of_lines_loses_none() {
     use tokio::io::AsyncWriteExt;
-    let (port, accepted) = scripted().await;
-    let (c, mut incoming) =
-        Client::connect_with("127.0.0.1", port, moechat::ClientOptions::no_reconnect())
-            .await
-            .unwrap();
-    let ping = tokio::spawn(async move { c.ping().await.map(|_| c) });
-    let (mut lines, mut wr) = accepted.await.unwrap();
-    let sent: serde_json::Value =
-        serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    let (ping, mut incoming, sent, mut wr) = pinging_a_scripted_server().await;
     let mut burst = String::new();
     for msg_id in 1..=200u64 {
         let push = serde_json::json!({"status":"m","status_code":90,

@@ -23,6 +23,20 @@ pub fn server_bin(named: Option<&str>, tool: &str) -> String {
         .into_owned()
 }
 
+/// The `moechat-server` that the workspace built beside `tool` (the path of a tool's
+/// binary, as a test gets it from `CARGO_BIN_EXE_*`): `cargo test --workspace`
+/// builds both into one folder. Panics with what to do when it is missing: only tests
+/// call it.
+pub fn server_beside(tool: &str) -> String {
+    let bin = std::path::Path::new(tool).with_file_name("moechat-server");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin.to_string_lossy().into_owned()
+}
+
 /// A started `moechat-server` and the port it reported.
 pub struct ServerProcess {
     /// The server process (the tools read its memory by PID and stop it by signal).

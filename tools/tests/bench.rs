@@ -20,7 +20,10 @@ fn a_tiny_benchmark_run_delivers_everything_exactly_once() {
             "--login-workers",
             "2",
         ])
-        .args(["--server-bin", &server_bin()])
+        .args([
+            "--server-bin",
+            &moechat_tools::support::server_beside(env!("CARGO_BIN_EXE_moechat-bench")),
+        ])
         .output()
         .expect("bench runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -61,17 +64,4 @@ fn a_tiny_benchmark_run_delivers_everything_exactly_once() {
         logins["session"]["logins"].as_u64().unwrap() > 0,
         "{logins}"
     );
-}
-
-/// The `moechat-server` the workspace built beside this tool (`cargo test --workspace`
-/// builds both).
-fn server_bin() -> String {
-    let bin =
-        std::path::Path::new(env!("CARGO_BIN_EXE_moechat-bench")).with_file_name("moechat-server");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        bin.display()
-    );
-    bin.to_string_lossy().into_owned()
 }

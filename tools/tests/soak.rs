@@ -17,7 +17,10 @@ fn a_short_soak_loses_nothing_and_the_server_keeps_answering() {
             "20",
             "--json",
         ])
-        .args(["--server-bin", &server_bin()])
+        .args([
+            "--server-bin",
+            &moechat_tools::support::server_beside(env!("CARGO_BIN_EXE_moechat-soak")),
+        ])
         .output()
         .expect("soak runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -35,17 +38,4 @@ fn a_short_soak_loses_nothing_and_the_server_keeps_answering() {
     );
     assert_eq!(report["connections"], 300);
     assert!(out.status.success(), "{report}");
-}
-
-/// The `moechat-server` the workspace built beside this tool (`cargo test --workspace`
-/// builds both).
-fn server_bin() -> String {
-    let bin =
-        std::path::Path::new(env!("CARGO_BIN_EXE_moechat-soak")).with_file_name("moechat-server");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
-        bin.display()
-    );
-    bin.to_string_lossy().into_owned()
 }
