@@ -207,3 +207,42 @@ async fn a_full_hashing_pool_answers_busy_to_register_and_creates_nothing() {
     assert!(busy > 0, "sixteen registrations at once fill one slot");
     s.stop().await;
 }
+
+/// Guesses sent at once over many connections: attempts in flight count against the
+/// account's room, so no more than the cap's worth are ever checked; the rest are told
+/// `r`/24 until the cap is reached, then `r`/22. Before, all twenty passed the cap's
+/// check while the first were still being hashed, and each got a verdict (`r`/20).
+#[tokio::test]
+async fn guesses_sent_at_once_get_no_more_verdicts_than_the_account_cap() {
+    let config = ServerConfig {
+        login_rate: 0,
+        account_failures: 3,
+        hash_workers: 1,
+        ..ServerConfig::ephemeral()
+    };
+    let s = TestServer::with_users_config(config).await;
+    let mut conns = Vec::new();
+    for _ in 0..20 {
+        conns.push(s.raw().await);
+    }
+    let guess = query(json!({"req": "login", "user": "alice", "password": "guess"}));
+    for c in &mut conns {
+        c.send_json(guess.clone()).await;
+    }
+    let mut verdicts = 0;
+    for c in &mut conns {
+        let mut r = c.recv().await;
+        // In flight beyond the cap: busy, try again (nothing counted, nothing told).
+        while r["status_code"] == 24 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            r = c.request(guess.clone()).await;
+        }
+        match r["status_code"].as_u64() {
+            Some(20) => verdicts += 1,
+            Some(22) => assert!(reason(&r).contains("this account"), "{r}"),
+            _ => panic!("{r}"),
+        }
+    }
+    assert_eq!(verdicts, 3, "only the cap's worth of guesses got a verdict");
+    s.stop().await;
+}

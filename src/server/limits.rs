@@ -19,12 +19,14 @@ pub(crate) const ADDRESS_WINDOW: Duration = Duration::from_secs(60);
 /// Keys tracked before the first sweep of stale windows.
 const SWEEP_FLOOR: usize = 1_024;
 
-/// Fixed-window counters of failures, one per key, with at most `cap` in each window.
+/// Fixed-window counters of failures, one per key, with at most `cap` in each window;
+/// and, for keys whose attempts are checked one by one ([`begin`](Self::begin)), how
+/// many of their attempts are still in flight.
 ///
 /// Memory stays bounded under a spray of keys without a sweep on every call: stale
 /// windows are swept when the map has doubled since the last sweep, so each sweep's
 /// O(n) is paid for by the n/2 insertions before it, and the map never holds more
-/// than twice the keys that failed within one window.
+/// than twice the keys that failed, or are being tried, within one window.
 #[derive(Debug)]
 pub struct FailureWindows<K> {
     cap: u32,
@@ -34,8 +36,36 @@ pub struct FailureWindows<K> {
 
 #[derive(Debug)]
 struct Windows<K> {
-    counts: HashMap<K, (Instant, u32)>,
+    entries: HashMap<K, Entry>,
     sweep_at: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// When the current window started.
+    start: Instant,
+    failures: u32,
+    in_flight: u32,
+}
+
+/// Why [`FailureWindows::begin`] refused an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The key used up its failures: wait this long (`r`/22).
+    Capped(Duration),
+    /// Only attempts still in flight fill the cap: try again shortly (`r`/24).
+    Busy,
+}
+
+/// How an attempt begun with [`FailureWindows::begin`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A failure: it counts.
+    Failed,
+    /// A success: the key's failures are forgotten.
+    Succeeded,
+    /// Nothing was learned (busy, an internal error, the connection gone).
+    Unknown,
 }
 
 impl<K: Hash + Eq + Clone> FailureWindows<K> {
@@ -45,7 +75,7 @@ impl<K: Hash + Eq + Clone> FailureWindows<K> {
             cap,
             window,
             inner: Mutex::new(Windows {
-                counts: HashMap::new(),
+                entries: HashMap::new(),
                 sweep_at: SWEEP_FLOOR,
             }),
         }
@@ -60,55 +90,123 @@ impl<K: Hash + Eq + Clone> FailureWindows<K> {
         if self.cap == 0 {
             return Ok(());
         }
-        let inner = lock(&self.inner);
-        match inner.counts.get(key) {
-            Some(&(start, count)) if count >= self.cap => {
-                let age = now.saturating_duration_since(start);
-                if age >= self.window {
-                    Ok(())
-                } else {
-                    Err(self.window - age)
-                }
-            }
-            _ => Ok(()),
+        match lock(&self.inner).entries.get(key) {
+            Some(e) => self.capped(e, now).map_or(Ok(()), Err),
+            None => Ok(()),
         }
     }
 
     /// Counts one failure for `key`.
     pub fn fail(&self, key: K, now: Instant) {
+        if self.cap != 0 {
+            let mut inner = lock(&self.inner);
+            let e = self.entry(&mut inner, key, now);
+            e.failures = e.failures.saturating_add(1);
+        }
+    }
+
+    /// Begins an attempt for `key` whose outcome is not known yet. Refused when the key
+    /// is capped, and `Busy` when the failures so far plus the attempts in flight
+    /// already reach the cap: then at most `cap` verdicts are ever given in a window,
+    /// however many attempts arrive at once, while a success never counts. The attempt
+    /// ends with [`Attempt::finish`], or as [`Outcome::Unknown`] when dropped.
+    pub fn begin(&self, key: K, now: Instant) -> Result<Attempt<'_, K>, Refused> {
+        if self.cap != 0 {
+            let mut inner = lock(&self.inner);
+            if let Some(wait) = inner.entries.get(&key).and_then(|e| self.capped(e, now)) {
+                return Err(Refused::Capped(wait));
+            }
+            let e = self.entry(&mut inner, key.clone(), now);
+            if e.failures.saturating_add(e.in_flight) >= self.cap {
+                return Err(Refused::Busy);
+            }
+            e.in_flight += 1;
+        }
+        Ok(Attempt {
+            windows: self,
+            key: Some(key),
+        })
+    }
+
+    fn end(&self, key: &K, outcome: Outcome, now: Instant) {
         if self.cap == 0 {
             return;
         }
         let mut inner = lock(&self.inner);
-        if inner.counts.len() >= inner.sweep_at {
-            let window = self.window;
-            inner
-                .counts
-                .retain(|_, (start, _)| now.saturating_duration_since(*start) < window);
-            inner.sweep_at = (inner.counts.len() * 2).max(SWEEP_FLOOR);
+        let Some(e) = inner.entries.get_mut(key) else {
+            return;
+        };
+        e.in_flight = e.in_flight.saturating_sub(1);
+        match outcome {
+            Outcome::Failed => {
+                if now.saturating_duration_since(e.start) >= self.window {
+                    e.start = now;
+                    e.failures = 0;
+                }
+                e.failures = e.failures.saturating_add(1);
+            }
+            Outcome::Succeeded => e.failures = 0,
+            Outcome::Unknown => {}
         }
-        let (start, count) = inner.counts.entry(key).or_insert((now, 0));
-        if now.saturating_duration_since(*start) >= self.window {
-            *start = now;
-            *count = 0;
-        }
-        *count = count.saturating_add(1);
     }
 
-    /// Forgets `key`'s failures (a successful password login).
-    pub fn clear<Q>(&self, key: &Q)
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        if self.cap != 0 {
-            lock(&self.inner).counts.remove(key);
+    /// How long `e` stays capped, if it is.
+    fn capped(&self, e: &Entry, now: Instant) -> Option<Duration> {
+        let age = now.saturating_duration_since(e.start);
+        (e.failures >= self.cap && age < self.window).then(|| self.window - age)
+    }
+
+    /// `key`'s entry, in its current window, sweeping stale ones first when the map
+    /// has doubled since the last sweep.
+    fn entry<'a>(&self, inner: &'a mut Windows<K>, key: K, now: Instant) -> &'a mut Entry {
+        if inner.entries.len() >= inner.sweep_at {
+            let window = self.window;
+            inner
+                .entries
+                .retain(|_, e| e.in_flight > 0 || now.saturating_duration_since(e.start) < window);
+            inner.sweep_at = (inner.entries.len() * 2).max(SWEEP_FLOOR);
         }
+        let e = inner.entries.entry(key).or_insert(Entry {
+            start: now,
+            failures: 0,
+            in_flight: 0,
+        });
+        if now.saturating_duration_since(e.start) >= self.window {
+            e.start = now;
+            e.failures = 0;
+        }
+        e
     }
 
     #[cfg(test)]
     fn tracked(&self) -> usize {
-        lock(&self.inner).counts.len()
+        lock(&self.inner).entries.len()
+    }
+}
+
+/// An attempt begun with [`FailureWindows::begin`]; dropped unfinished (a connection
+/// gone while its password was being checked), it ends as [`Outcome::Unknown`], so an
+/// account is never left counting an attempt that will not come back.
+#[derive(Debug)]
+pub struct Attempt<'a, K: Hash + Eq + Clone> {
+    windows: &'a FailureWindows<K>,
+    key: Option<K>,
+}
+
+impl<K: Hash + Eq + Clone> Attempt<'_, K> {
+    /// Ends the attempt with its outcome.
+    pub fn finish(mut self, outcome: Outcome) {
+        if let Some(key) = self.key.take() {
+            self.windows.end(&key, outcome, Instant::now());
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Drop for Attempt<'_, K> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.windows.end(&key, Outcome::Unknown, Instant::now());
+        }
     }
 }
 
@@ -194,14 +292,48 @@ mod tests {
         assert!(cap.check(&a, t0 + ADDRESS_WINDOW).is_ok(), "a new window");
         cap.fail(a, t0 + ADDRESS_WINDOW);
         assert!(cap.check(&a, t0 + ADDRESS_WINDOW).is_ok(), "counting anew");
-        cap.clear(&a);
         cap.fail(a, t0 + ADDRESS_WINDOW);
-        assert!(cap.check(&a, t0 + ADDRESS_WINDOW).is_ok(), "cleared");
+        assert!(
+            cap.check(&a, t0 + ADDRESS_WINDOW).is_err(),
+            "two in the new window"
+        );
         let off = FailureWindows::new(0, ADDRESS_WINDOW);
         for _ in 0..1000 {
             off.fail(a, t0);
         }
         assert!(off.check(&a, t0).is_ok());
+    }
+
+    #[test]
+    fn attempts_in_flight_fill_the_cap_with_busy_and_successes_never_count() {
+        let t0 = Instant::now();
+        let cap: FailureWindows<Box<str>> = FailureWindows::new(2, Duration::from_secs(900));
+        let a1 = cap.begin("alice".into(), t0).unwrap();
+        let a2 = cap.begin("alice".into(), t0).unwrap();
+        assert_eq!(cap.begin("alice".into(), t0).unwrap_err(), Refused::Busy);
+        assert!(cap.begin("bob".into(), t0).is_ok(), "another account");
+        a1.finish(Outcome::Failed);
+        drop(a2); // a connection gone mid-check: nothing learned
+        let a3 = cap.begin("alice".into(), t0).unwrap();
+        a3.finish(Outcome::Succeeded);
+        assert!(
+            cap.check("alice", t0).is_ok(),
+            "the success forgot the failure"
+        );
+        for _ in 0..2 {
+            cap.begin("alice".into(), t0)
+                .unwrap()
+                .finish(Outcome::Failed);
+        }
+        assert!(matches!(
+            cap.begin("alice".into(), t0),
+            Err(Refused::Capped(_))
+        ));
+        let off: FailureWindows<Box<str>> = FailureWindows::new(0, Duration::from_secs(900));
+        let held: Vec<_> = (0..100)
+            .map(|_| off.begin("x".into(), t0).unwrap())
+            .collect();
+        drop(held);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::hub::Conn;
-use super::limits::TokenBucket;
+use super::limits::{Outcome, Refused, TokenBucket};
 use super::Context;
 use crate::protocol::code::{Code, Status};
 use crate::protocol::envelope::{encode_error, Envelope, Id};
@@ -303,12 +303,14 @@ impl Session {
         // Checked before any work, so a capped guesser costs no hashing. Only failures
         // count (below): users behind one address can all log in, and resume.
         let now = Instant::now();
+        // The address cap counts after the outcome, so that a crowd logging in at once
+        // through one gateway is never refused for being in flight. A password attempt
+        // is begun against its account before the (slow) check instead: when failures
+        // plus attempts in flight reach the cap, the rest are told `r`/24 (busy), so
+        // guesses sent together over many connections get no more verdicts than the cap,
+        // and a success still never counts.
         let capped = match self.ctx.logins.addresses.check(&self.peer, now) {
             Err(wait) => Some(("from this address", wait)),
-            Ok(()) if password => match self.ctx.logins.accounts.check(login.user.as_str(), now) {
-                Err(wait) => Some(("for this account", wait)),
-                Ok(()) => None,
-            },
             Ok(()) => None,
         };
         if let Some((whose, wait)) = capped {
@@ -320,6 +322,35 @@ impl Session {
             out.push_back(Outbound::Close);
             return;
         }
+        let attempt = if password {
+            match self
+                .ctx
+                .logins
+                .accounts
+                .begin(login.user.as_str().into(), now)
+            {
+                Ok(attempt) => Some(attempt),
+                Err(Refused::Capped(wait)) => {
+                    let reason = format!(
+                        "too many failed logins for this account; try again in {} s",
+                        wait.as_secs().max(1)
+                    );
+                    out.push_back(fail(Code::TooManyAttempts, &reason, id));
+                    out.push_back(Outbound::Close);
+                    return;
+                }
+                Err(Refused::Busy) => {
+                    out.push_back(fail(
+                        Code::Busy,
+                        "this account's password is being checked already; try again shortly",
+                        id,
+                    ));
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         let verified = match &login.credential {
             Credential::Password(password) => self.ctx.accounts.verify(&login.user, password).await,
             // A wrong, expired, logged-out or someone else's token is a failed login too.
@@ -335,20 +366,22 @@ impl Session {
             Ok(false) => Ok(None),
             Err(e) => Err(e),
         };
+        if let Some(attempt) = attempt {
+            // Busy or an internal error: nothing was learned, nothing counts.
+            attempt.finish(match &verified {
+                Ok(None) => Outcome::Failed,
+                Ok(Some(_)) => Outcome::Succeeded,
+                Err(_) => Outcome::Unknown,
+            });
+        }
         match verified {
             Err(AccountError::Busy(busy)) => {
                 out.push_back(fail(Code::Busy, &busy.to_string(), id));
             }
             Err(e) => out.push_back(Outbound::Frame(internal(&e, id))),
             Ok(None) => {
-                let now = Instant::now();
-                self.ctx.logins.addresses.fail(self.peer, now);
-                if password {
-                    self.ctx
-                        .logins
-                        .accounts
-                        .fail(login.user.as_str().into(), now);
-                }
+                // (A password failure was counted against its account above.)
+                self.ctx.logins.addresses.fail(self.peer, Instant::now());
                 let State::Anonymous { failed_logins } = &mut self.state else {
                     return;
                 };
@@ -365,9 +398,6 @@ impl Session {
                 }
             }
             Ok(Some(session)) => {
-                if password {
-                    self.ctx.logins.accounts.clear(login.user.as_str());
-                }
                 let user: Arc<str> = Arc::from(login.user.as_str());
                 // Registering first means no message committed from now on can miss this
                 // connection; its catch-up reads everything committed before.
