@@ -46,7 +46,7 @@ pub enum ServerError {
     /// A thread the server needs could not be started.
     #[error("cannot start the server's threads: {0}")]
     Threads(std::io::Error),
-    /// The server's task ended abnormally (a bug; it is logged).
+    /// The server's task ended abnormally (a panic in it: a bug).
     #[error("the server stopped abnormally: {0}")]
     Stopped(String),
     /// The address could not be bound (in use, not local, no permission).
