@@ -22,6 +22,22 @@ fn reason(frame: &serde_json::Value) -> &str {
     frame["info"]["error"].as_str().unwrap_or_default()
 }
 
+/// `n` connections, each sending the frame `frame(i)` at once.
+async fn all_at_once(
+    s: &TestServer,
+    n: usize,
+    frame: impl Fn(usize) -> serde_json::Value,
+) -> Vec<Raw> {
+    let mut conns = Vec::new();
+    for _ in 0..n {
+        conns.push(s.raw().await);
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.send_json(frame(i)).await;
+    }
+    conns
+}
+
 /// The reconnect storm of the issue: users behind one address all log back in.
 /// Before, every login and resume counted, and the fourth here was refused `r`/22.
 #[tokio::test]
@@ -145,14 +161,8 @@ async fn a_full_hashing_pool_answers_busy_and_counts_nothing() {
         ..ServerConfig::ephemeral()
     };
     let s = TestServer::with_users_config(config).await;
-    let mut conns = Vec::new();
-    for _ in 0..16 {
-        conns.push(s.raw().await);
-    }
     let login = query(json!({"req": "login", "user": "alice", "password": "wonderland"}));
-    for c in &mut conns {
-        c.send_json(login.clone()).await;
-    }
+    let mut conns = all_at_once(&s, 16, |_| login.clone()).await;
     let mut busy = 0;
     for c in &mut conns {
         let mut r = c.recv().await;
@@ -181,23 +191,17 @@ async fn a_full_hashing_pool_answers_busy_to_register_and_creates_nothing() {
         ..ServerConfig::ephemeral()
     };
     let s = TestServer::start(config).await;
-    let mut conns = Vec::new();
-    for _ in 0..16 {
-        conns.push(s.raw().await);
-    }
-    for (i, c) in conns.iter_mut().enumerate() {
-        let register = json!({"req": "register", "user": format!("user{i}"), "password": "pw"});
-        c.send_json(query(register)).await;
-    }
+    let register =
+        |i: usize| query(json!({"req": "register", "user": format!("user{i}"), "password": "pw"}));
+    let mut conns = all_at_once(&s, 16, register).await;
     let mut busy = 0;
     for (i, c) in conns.iter_mut().enumerate() {
-        let register = json!({"req": "register", "user": format!("user{i}"), "password": "pw"});
         let mut r = c.recv().await;
         while r["status_code"] == 24 {
             busy += 1;
             assert!(reason(&r).contains("try again"), "{r}");
             tokio::time::sleep(Duration::from_millis(20)).await;
-            r = c.request(query(register.clone())).await;
+            r = c.request(register(i)).await;
         }
         assert_eq!(
             r["status_code"], 30,
@@ -221,14 +225,8 @@ async fn guesses_sent_at_once_get_no_more_verdicts_than_the_account_cap() {
         ..ServerConfig::ephemeral()
     };
     let s = TestServer::with_users_config(config).await;
-    let mut conns = Vec::new();
-    for _ in 0..20 {
-        conns.push(s.raw().await);
-    }
     let guess = query(json!({"req": "login", "user": "alice", "password": "guess"}));
-    for c in &mut conns {
-        c.send_json(guess.clone()).await;
-    }
+    let mut conns = all_at_once(&s, 20, |_| guess.clone()).await;
     let mut verdicts = 0;
     for c in &mut conns {
         let mut r = c.recv().await;

@@ -309,17 +309,8 @@ impl Session {
         // plus attempts in flight reach the cap, the rest are told `r`/24 (busy), so
         // guesses sent together over many connections get no more verdicts than the cap,
         // and a success still never counts.
-        let capped = match self.ctx.logins.addresses.check(&self.peer, now) {
-            Err(wait) => Some(("from this address", wait)),
-            Ok(()) => None,
-        };
-        if let Some((whose, wait)) = capped {
-            let reason = format!(
-                "too many failed logins {whose}; try again in {} s",
-                wait.as_secs().max(1)
-            );
-            out.push_back(fail(Code::TooManyAttempts, &reason, id));
-            out.push_back(Outbound::Close);
+        if let Err(wait) = self.ctx.logins.addresses.check(&self.peer, now) {
+            capped(out, "from this address", wait, id);
             return;
         }
         let attempt = if password {
@@ -331,12 +322,7 @@ impl Session {
             {
                 Ok(attempt) => Some(attempt),
                 Err(Refused::Capped(wait)) => {
-                    let reason = format!(
-                        "too many failed logins for this account; try again in {} s",
-                        wait.as_secs().max(1)
-                    );
-                    out.push_back(fail(Code::TooManyAttempts, &reason, id));
-                    out.push_back(Outbound::Close);
+                    capped(out, "for this account", wait, id);
                     return;
                 }
                 Err(Refused::Busy) => {
@@ -450,6 +436,16 @@ fn ack_of(env: &Envelope) -> Option<u64> {
         return None;
     }
     env.info.get("ack").and_then(serde_json::Value::as_u64)
+}
+
+/// `r`/22 for a login cap that is used up (`whose`: "from this address"…), then close.
+fn capped(out: &mut VecDeque<Outbound>, whose: &str, wait: std::time::Duration, id: Option<&Id>) {
+    let reason = format!(
+        "too many failed logins {whose}; try again in {} s",
+        wait.as_secs().max(1)
+    );
+    out.push_back(fail(Code::TooManyAttempts, &reason, id));
+    out.push_back(Outbound::Close);
 }
 
 fn fail(code: Code, reason: &str, id: Option<&Id>) -> Outbound {
