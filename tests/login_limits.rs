@@ -38,6 +38,26 @@ async fn all_at_once(
     conns
 }
 
+/// The answer on `c` once it is not `r`/24 (busy), sending `frame` again after each
+/// busy one, which must leave the connection serving; and how many were busy.
+async fn past_busy(
+    c: &mut Raw,
+    first: serde_json::Value,
+    frame: &serde_json::Value,
+) -> (serde_json::Value, usize) {
+    let mut r = first;
+    let mut busy = 0;
+    while r["status_code"] == 24 {
+        busy += 1;
+        assert_eq!(r["status"], "r", "{r}");
+        assert!(reason(&r).contains("try again"), "{r}");
+        c.assert_serving().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        r = c.request(frame.clone()).await;
+    }
+    (r, busy)
+}
+
 /// The reconnect storm of the issue: users behind one address all log back in.
 /// Before, every login and resume counted, and the fourth here was refused `r`/22.
 #[tokio::test]
@@ -165,15 +185,9 @@ async fn a_full_hashing_pool_answers_busy_and_counts_nothing() {
     let mut conns = all_at_once(&s, 16, |_| login.clone()).await;
     let mut busy = 0;
     for c in &mut conns {
-        let mut r = c.recv().await;
-        while r["status_code"] == 24 {
-            busy += 1;
-            assert_eq!(r["status"], "r", "{r}");
-            assert!(reason(&r).contains("try again"), "{r}");
-            c.assert_serving().await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            r = c.request(login.clone()).await;
-        }
+        let first = c.recv().await;
+        let (r, b) = past_busy(c, first, &login).await;
+        busy += b;
         // Each login takes over the one before: alice ends up on the last one.
         assert_eq!(r["status_code"], 10, "{r}");
     }
@@ -196,13 +210,9 @@ async fn a_full_hashing_pool_answers_busy_to_register_and_creates_nothing() {
     let mut conns = all_at_once(&s, 16, register).await;
     let mut busy = 0;
     for (i, c) in conns.iter_mut().enumerate() {
-        let mut r = c.recv().await;
-        while r["status_code"] == 24 {
-            busy += 1;
-            assert!(reason(&r).contains("try again"), "{r}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            r = c.request(register(i)).await;
-        }
+        let first = c.recv().await;
+        let (r, b) = past_busy(c, first, &register(i)).await;
+        busy += b;
         assert_eq!(
             r["status_code"], 30,
             "created on the retry, not before: {r}"
@@ -229,12 +239,9 @@ async fn guesses_sent_at_once_get_no_more_verdicts_than_the_account_cap() {
     let mut conns = all_at_once(&s, 20, |_| guess.clone()).await;
     let mut verdicts = 0;
     for c in &mut conns {
-        let mut r = c.recv().await;
         // In flight beyond the cap: busy, try again (nothing counted, nothing told).
-        while r["status_code"] == 24 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            r = c.request(guess.clone()).await;
-        }
+        let first = c.recv().await;
+        let (r, _) = past_busy(c, first, &guess).await;
         match r["status_code"].as_u64() {
             Some(20) => verdicts += 1,
             Some(22) => assert!(reason(&r).contains("this account"), "{r}"),
