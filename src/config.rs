@@ -103,28 +103,27 @@ impl Count {
         if (self.min..=self.max).contains(&value) {
             return Ok(());
         }
+        Err(self.error(value))
+    }
+
+    fn error(&self, value: impl std::fmt::Display) -> ConfigError {
         let rule = match self.zero_means {
             Some(zero) => format!("0 ({zero}) or from 1 to {}", self.max),
             None => format!("from {} to {}", self.min, self.max),
         };
-        Err(ConfigError {
+        ConfigError {
             setting: self.name,
             rule,
             value: value.to_string(),
-        })
+        }
     }
 
     /// `value` as the setting's type, or the error [`ServerConfig::validate`] gives
     /// for it (for front ends whose integers are unbounded, like Python's).
     pub fn from_int<T: TryFrom<i128>>(&self, value: i128) -> Result<T, ConfigError> {
-        let out_of_range = || ConfigError {
-            setting: self.name,
-            value: value.to_string(),
-            ..self.check(u64::MAX).unwrap_err()
-        };
-        let n = u64::try_from(value).map_err(|_| out_of_range())?;
+        let n = u64::try_from(value).map_err(|_| self.error(value))?;
         self.check(n)?;
-        T::try_from(value).map_err(|_| out_of_range())
+        T::try_from(value).map_err(|_| self.error(value))
     }
 
     /// The default, as a `usize`.

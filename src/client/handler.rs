@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::future::OptionFuture;
 use futures_util::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
@@ -45,7 +44,7 @@ const BATCH: usize = 64;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a request is, where the answer matters to the task itself.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(super) enum Kind {
     /// Nothing to remember.
     Plain,
@@ -168,10 +167,13 @@ impl Handler {
         tokio::pin!(stopped);
         let nudged = shared.nudge.notified();
         tokio::pin!(nudged);
+        // One timer, moved to each lone ack's deadline, not one made per turn.
+        let ack_timer = tokio::time::sleep_until(st.ack_at.unwrap_or_else(Instant::now));
+        tokio::pin!(ack_timer);
         loop {
             let writing = !st.out.is_empty() && !st.write_broken;
             let taking = st.out.len() < OUT_LIMIT || st.write_broken;
-            let ack_at = st.ack_at;
+            let ack_due = st.ack_at.is_some();
             let step = tokio::select! {
                 biased;
                 _ = &mut stopped => Step::Stop,
@@ -239,13 +241,17 @@ impl Handler {
                     nudged.set(shared.nudge.notified());
                     if st.out.is_empty() {
                         // Only an ack to send: wait a moment so that it covers more.
-                        st.ack_at.get_or_insert(Instant::now() + ACK_DELAY);
+                        if st.ack_at.is_none() {
+                            let at = Instant::now() + ACK_DELAY;
+                            st.ack_at = Some(at);
+                            ack_timer.as_mut().reset(at);
+                        }
                     } else {
                         ack_now(&self.shared, st);
                     }
                     Step::Continue
                 }
-                Some(()) = OptionFuture::from(ack_at.map(tokio::time::sleep_until)) => {
+                () = &mut ack_timer, if ack_due => {
                     st.ack_at = None;
                     ack_now(&self.shared, st);
                     Step::Continue

@@ -253,7 +253,7 @@ impl Client {
         });
         // The connection task keeps the session of a successful login, to resume it.
         let env = expect(
-            self.request_unless_busy(&req, || Kind::Login).await?,
+            self.request_unless_busy(&req, Kind::Login).await?,
             &[Code::LoginOk],
         )?;
         decode(env)
@@ -266,7 +266,7 @@ impl Client {
             password: password.into(),
         });
         expect(
-            self.request_unless_busy(&req, || Kind::Plain).await?,
+            self.request_unless_busy(&req, Kind::Plain).await?,
             &[Code::QueryOk],
         )
         .map(drop)
@@ -277,12 +277,12 @@ impl Client {
     async fn request_unless_busy(
         &self,
         request: &Request,
-        kind: impl Fn() -> Kind,
+        kind: Kind,
     ) -> Result<Envelope, ClientError> {
         let give_up = Instant::now() + BUSY_RETRY_FOR;
         let mut delay = BUSY_FIRST;
         loop {
-            let env = self.call(request, kind()).await?;
+            let env = self.call(request, kind).await?;
             if env.code != Code::Busy.number() || Instant::now() >= give_up {
                 return Ok(env);
             }

@@ -126,12 +126,6 @@ impl Defaults {
     }
 }
 
-/// A Python int as a setting: any int, so a negative or huge one gets the setting's
-/// own error sentence rather than an `OverflowError` about a machine type.
-fn count<T: TryFrom<i128>>(setting: config::Count, value: i128) -> Result<T, ConfigError> {
-    setting.from_int(value)
-}
-
 #[pymethods]
 impl ServerCore {
     #[new]
@@ -161,6 +155,8 @@ impl ServerCore {
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
     ) -> PyResult<ServerCore> {
+        // Python ints arrive as i128, so that `-1` or `2**64` get the setting's own
+        // sentence rather than an `OverflowError` about a machine type.
         let build = || -> Result<ServerConfig, ConfigError> {
             let defaults = ServerConfig::default();
             let config = ServerConfig {
@@ -169,19 +165,19 @@ impl ServerCore {
                 db,
                 heartbeat: config::HEARTBEAT.duration(heartbeat)?,
                 registration_open: registration,
-                max_frame_bytes: count(config::MAX_FRAME_BYTES, max_frame_bytes)?,
-                max_text_bytes: count(config::MAX_TEXT_BYTES, max_text_bytes)?,
-                max_connections: count(config::MAX_CONNECTIONS, max_connections)?,
+                max_frame_bytes: config::MAX_FRAME_BYTES.from_int(max_frame_bytes)?,
+                max_text_bytes: config::MAX_TEXT_BYTES.from_int(max_text_bytes)?,
+                max_connections: config::MAX_CONNECTIONS.from_int(max_connections)?,
                 session_ttl: config::SESSION_TTL.duration(session_ttl)?,
                 rate_limit,
-                rate_burst: count(config::RATE_BURST, rate_burst)?,
-                login_rate: count(config::LOGIN_RATE, login_rate)?,
-                account_failures: count(config::ACCOUNT_FAILURES, account_failures)?,
+                rate_burst: config::RATE_BURST.from_int(rate_burst)?,
+                login_rate: config::LOGIN_RATE.from_int(login_rate)?,
+                account_failures: config::ACCOUNT_FAILURES.from_int(account_failures)?,
                 hash_workers: match hash_workers {
-                    Some(n) => count(config::HASH_WORKERS, n)?,
+                    Some(n) => config::HASH_WORKERS.from_int(n)?,
                     None => defaults.hash_workers,
                 },
-                hash_queue: count(config::HASH_QUEUE, hash_queue)?,
+                hash_queue: config::HASH_QUEUE.from_int(hash_queue)?,
                 hash_wait: config::HASH_WAIT.duration(hash_wait)?,
                 tls_cert,
                 tls_key,

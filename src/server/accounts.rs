@@ -62,11 +62,6 @@ impl Accounts {
         }
     }
 
-    /// Logins and registrations waiting for a hashing slot right now.
-    pub fn hash_queue_depth(&self) -> usize {
-        self.hasher.queued()
-    }
-
     /// Starts a resumable session for `user`; returns its token.
     pub async fn open_session(&self, user: &str) -> Result<String, AccountError> {
         let token = new_session_token();

@@ -9,23 +9,19 @@
 //! the burst is what password hashing left behind: the session run is what the
 //! connections themselves need.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use moechat::server::accounts::{hash_password, Accounts};
-use moechat::server::hasher::Hasher;
-use moechat::store::{NoRouting, SqliteStore, Store};
+use moechat::Code;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use crate::seed::{user, Seed, PASSWORD};
 use crate::support::{self, rss_kib, ServerProcess};
 
 const TOOL: &str = "moechat-soak";
-/// Every burst user's password.
-const PASSWORD: &str = "burst-password";
 /// How long the whole burst may take before the tool gives up.
 const BURST_LIMIT: Duration = Duration::from_secs(300);
 
@@ -51,39 +47,6 @@ pub struct Burst {
     pub server_args: Vec<String>,
 }
 
-/// Users `u0..u{n}` with one shared password hash and a live session each, in a
-/// database made with the library directly (seeding through the protocol would cost a
-/// hash per user); returns their tokens.
-async fn seed(db: &Path, users: usize) -> Vec<String> {
-    let path = db.to_string_lossy().into_owned();
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&path, Arc::new(NoRouting))
-            .unwrap_or_else(|e| support::fail(TOOL, &format!("seeding: {e}"))),
-    );
-    let hash = hash_password(PASSWORD).unwrap_or_else(|e| support::fail(TOOL, &e.to_string()));
-    let hasher = Hasher::new(1, 0, Duration::from_secs(1))
-        .unwrap_or_else(|e| support::fail(TOOL, &e.to_string()));
-    let accounts = Accounts::new(store.clone(), Duration::from_secs(86_400), hasher);
-    let mut tokens = Vec::with_capacity(users);
-    for i in 0..users {
-        let name = format!("u{i}");
-        store
-            .create_user(name.clone(), hash.clone())
-            .await
-            .unwrap_or_else(|e| support::fail(TOOL, &format!("seeding: {e}")));
-        let token = accounts
-            .open_session(&name)
-            .await
-            .unwrap_or_else(|e| support::fail(TOOL, &format!("seeding: {e}")));
-        tokens.push(token);
-    }
-    store
-        .close()
-        .await
-        .unwrap_or_else(|e| support::fail(TOOL, &format!("seeding: {e}")));
-    tokens
-}
-
 /// How one connection's login ended.
 #[derive(Debug, Default)]
 struct Tally {
@@ -98,10 +61,9 @@ pub async fn run(burst: Burst) -> Value {
     let dir = std::env::temp_dir().join(format!("moechat-burst-{}", std::process::id()));
     std::fs::create_dir_all(&dir)
         .unwrap_or_else(|e| support::fail(TOOL, &format!("{}: {e}", dir.display())));
-    let db = dir.join("burst.db");
-    let _ = std::fs::remove_file(&db);
-    let tokens = seed(&db, burst.users).await;
-    let db_arg = db.to_string_lossy().into_owned();
+    let _ = std::fs::remove_file(dir.join("template.db"));
+    let seed = Seed::create(&dir, burst.users, TOOL).await;
+    let db_arg = seed.db.to_string_lossy().into_owned();
     let max = (burst.users + 100).to_string();
     let mut args = vec!["--db", &db_arg, "--max-connections", &max];
     args.extend(burst.server_args.iter().map(String::as_str));
@@ -132,14 +94,14 @@ pub async fn run(burst: Burst) -> Value {
     let tally = Arc::new(Tally::default());
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(burst.users);
-    for (i, (stream, token)) in conns.into_iter().zip(tokens).enumerate() {
+    for (i, (stream, token)) in conns.into_iter().zip(seed.tokens.iter()).enumerate() {
         let tally = tally.clone();
         let login = match burst.credential {
             Credential::Password => {
-                json!({"req": "login", "user": format!("u{i}"), "password": PASSWORD})
+                json!({"req": "login", "user": user(i), "password": PASSWORD})
             }
             Credential::Session => {
-                json!({"req": "login", "user": format!("u{i}"), "session": token})
+                json!({"req": "login", "user": user(i), "session": token})
             }
         };
         let line = format!(
@@ -211,15 +173,17 @@ async fn login_until_answered(
         let code = match lines.next_line().await {
             Ok(Some(line)) => serde_json::from_str::<Value>(&line)
                 .ok()
-                .and_then(|v| v["status_code"].as_u64()),
+                .and_then(|v| v["status_code"].as_u64())
+                .and_then(|n| u8::try_from(n).ok())
+                .and_then(Code::from_number),
             _ => None,
         };
         match code {
-            Some(10) => {
+            Some(Code::LoginOk) => {
                 tally.ok.fetch_add(1, Ordering::Relaxed);
                 return lines.into_inner().into_inner().reunite(wr).ok();
             }
-            Some(24) => {
+            Some(Code::Busy) => {
                 tally.busy.fetch_add(1, Ordering::Relaxed);
                 noise ^= noise << 13;
                 noise ^= noise >> 7;
@@ -229,7 +193,7 @@ async fn login_until_answered(
                 tokio::time::sleep(half + jitter).await;
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
-            Some(22) => {
+            Some(Code::TooManyAttempts) => {
                 tally.refused.fetch_add(1, Ordering::Relaxed);
                 return None;
             }

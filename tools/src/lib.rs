@@ -7,4 +7,5 @@
 //! process, reading process memory, percentiles.
 
 pub mod burst;
+pub mod seed;
 pub mod support;

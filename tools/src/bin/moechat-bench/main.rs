@@ -21,7 +21,8 @@ use clap::Parser;
 use moechat_tools::support;
 use serde_json::{json, Value};
 
-use targets::{Binaries, Scratch, Seed};
+use moechat_tools::seed::Seed;
+use targets::{Binaries, Scratch};
 use wire::Kind;
 use workloads::Params;
 
@@ -166,7 +167,7 @@ async fn run(args: Args) {
     let scratch = Scratch::new("seed");
     let seed = if kinds.contains(&Kind::MoeChat) {
         let started = Instant::now();
-        let seed = Seed::create(scratch.path(), users).await;
+        let seed = Seed::create(scratch.path(), users, TOOL).await;
         if !args.json {
             eprintln!(
                 "{TOOL}: seeded {users} users in {:.1} s",

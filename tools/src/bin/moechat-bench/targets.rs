@@ -4,32 +4,17 @@
 //! clients). Each workload run gets a fresh process so memory figures start clean.
 //!
 //! MoeChat's users and their session tokens are seeded once into a template
-//! database through the library's own store and accounts (one argon2 hash shared
-//! by every bench user, so seeding 10,000 users takes seconds, not minutes); each
-//! run copies the template.
+//! database ([`moechat_tools::seed`]); each run copies the template.
 
+use moechat_tools::seed::Seed;
 use std::net::TcpStream as StdTcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use futures_util::stream::{self, StreamExt};
-use moechat::server::accounts::{hash_password, Accounts};
-use moechat::server::hasher::Hasher;
-use moechat::store::{NoRouting, SqliteStore, Store};
 
 use super::wire::Kind;
 use super::TOOL;
 use moechat_tools::support::{self, ServerProcess};
-
-/// The password of every bench user.
-pub(crate) const PASSWORD: &str = "bench-password";
-
-/// The name of bench user `i`.
-pub(crate) fn user(i: usize) -> String {
-    format!("u{i}")
-}
 
 /// Where the binaries are.
 #[derive(Debug, Clone)]
@@ -37,63 +22,6 @@ pub(crate) struct Binaries {
     pub moechat: String,
     pub redis: String,
     pub nats: String,
-}
-
-/// A template database with users `u0..u{n}` and one live session token each.
-pub(crate) struct Seed {
-    pub db: PathBuf,
-    pub tokens: Arc<Vec<String>>,
-}
-
-impl Seed {
-    pub(crate) async fn create(dir: &Path, users: usize) -> Seed {
-        let db = dir.join("template.db");
-        let path = db.to_string_lossy().into_owned();
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&path, Arc::new(NoRouting))
-                .unwrap_or_else(|e| support::fail(TOOL, &e.to_string())),
-        );
-        let hash = hash_password(PASSWORD).unwrap_or_else(|e| support::fail(TOOL, &e.to_string()));
-        // Sessions only: the pool never hashes here.
-        let hasher = Hasher::new(1, 0, Duration::from_secs(1))
-            .unwrap_or_else(|e| support::fail(TOOL, &e.to_string()));
-        let accounts = Arc::new(Accounts::new(
-            store.clone(),
-            Duration::from_secs(86_400),
-            hasher,
-        ));
-        // Concurrent calls share group commits: 10,000 users are a few transactions.
-        let tokens: Vec<(usize, String)> = stream::iter(0..users)
-            .map(|i| {
-                let (store, accounts, hash) = (store.clone(), accounts.clone(), hash.clone());
-                async move {
-                    store
-                        .create_user(user(i), hash)
-                        .await
-                        .unwrap_or_else(|e| support::fail(TOOL, &format!("seeding: {e}")));
-                    let token = accounts
-                        .open_session(&user(i))
-                        .await
-                        .unwrap_or_else(|e| support::fail(TOOL, &format!("seeding: {e}")));
-                    (i, token)
-                }
-            })
-            .buffer_unordered(512)
-            .collect()
-            .await;
-        store
-            .close()
-            .await
-            .unwrap_or_else(|e| support::fail(TOOL, &e.to_string()));
-        let mut ordered = vec![String::new(); users];
-        for (i, t) in tokens {
-            ordered[i] = t;
-        }
-        Seed {
-            db,
-            tokens: Arc::new(ordered),
-        }
-    }
 }
 
 /// A running server under test.

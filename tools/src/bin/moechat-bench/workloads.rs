@@ -18,9 +18,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use super::targets::{user, Running, PASSWORD};
+use super::targets::Running;
 use super::wire::{self, Event, Kind, BROADCAST};
 use super::{now_us, TOOL};
+use moechat_tools::seed::{user, PASSWORD};
 use moechat_tools::support::{self, percentile};
 
 /// How long a connection may take to become ready.
