@@ -99,6 +99,17 @@ struct ServeArgs {
     /// TLS private key of the certificate, PEM (needs --tls-cert)
     #[arg(long, env = "MOECHAT_TLS_KEY", value_name = "PEM")]
     tls_key: Option<PathBuf>,
+    /// HTTP listener for the chat page, /ws, /metrics and /healthz (HTTPS with --tls-cert), or off
+    #[arg(long, env = "MOECHAT_HTTP", default_value = config::DEFAULT_HTTP, value_name = "HOST:PORT|off")]
+    http: String,
+    /// Origins besides the page's own allowed to open /ws, comma-separated (* = any)
+    #[arg(
+        long,
+        env = "MOECHAT_HTTP_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS"
+    )]
+    http_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -279,6 +290,13 @@ fn server_config(a: &ServeArgs, db: String) -> Result<ServerConfig, CliError> {
         session_ttl: config::SESSION_TTL.duration(a.session_ttl).map_err(usage)?,
         tls_cert: a.tls_cert.clone(),
         tls_key: a.tls_key.clone(),
+        http: config::HttpListen::parse(&a.http).map_err(usage)?,
+        http_origins: a
+            .http_origins
+            .iter()
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect(),
         ..defaults
     };
     config.validate().map_err(usage)?;
@@ -291,10 +309,14 @@ async fn serve(config: ServerConfig) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     let handle = server.handle();
-    if let Some(cert) = tls {
+    if let Some(cert) = &tls {
         tracing::info!("TLS on, with the certificate {}", cert.display());
     }
     tracing::info!("listening on {}", server.local_addr());
+    if let Some(http) = server.http_addr() {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("chat page on {scheme}://{http}/");
+    }
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down");

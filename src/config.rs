@@ -24,6 +24,11 @@ pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_DB: &str = "./moechat.db";
 /// The special database path that keeps everything in memory.
 pub const MEMORY_DB: &str = ":memory:";
+/// Where the HTTP listener (chat page, WebSocket, metrics) binds when none is named:
+/// the seed's port plus one, on loopback like the TCP port.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:3542";
+/// The value of `http` that turns the HTTP listener off.
+pub const HTTP_OFF: &str = "off";
 
 /// A setting out of its bounds: one sentence, the same from every entry point.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -303,6 +308,73 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     /// TLS: the private key of the certificate (PEM: PKCS#8, PKCS#1 or SEC1).
     pub tls_key: Option<PathBuf>,
+    /// The HTTP listener (chat page, `/ws`, `/metrics`, `/healthz`); `None` = off.
+    pub http: Option<HttpListen>,
+    /// Origins besides the page's own whose pages may open `/ws` (`*`: any).
+    pub http_origins: Vec<String>,
+}
+
+/// Where the HTTP listener binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpListen {
+    /// Address to bind (no brackets around an IPv6 address).
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+}
+
+impl HttpListen {
+    /// Reads the `http` setting: `HOST:PORT` (`[::1]:PORT` for IPv6), or `off`.
+    pub fn parse(value: &str) -> Result<Option<HttpListen>, ConfigError> {
+        let value = value.trim();
+        if value.eq_ignore_ascii_case(HTTP_OFF) {
+            return Ok(None);
+        }
+        let bad = || ConfigError {
+            setting: "http",
+            rule: format!("HOST:PORT or {HTTP_OFF}"),
+            value: format!("{value:?}"),
+        };
+        let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() || host.contains(['/', ' ']) {
+            return Err(bad());
+        }
+        Ok(Some(HttpListen {
+            host: host.to_string(),
+            port,
+        }))
+    }
+}
+
+impl std::fmt::Display for HttpListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Checks one entry of `http_origins`: `*`, or `http(s)://host[:port]` with no path.
+fn check_origin(origin: &str) -> Result<(), ConfigError> {
+    let rest = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    match rest {
+        _ if origin == "*" => Ok(()),
+        Some(host) if !host.is_empty() && !host.contains(['/', ' ', '?', '#']) => Ok(()),
+        _ => Err(ConfigError {
+            setting: "http_origins",
+            rule: "origins like https://chat.example.com (scheme and host, no path), or *".into(),
+            value: format!("{origin:?}"),
+        }),
+    }
 }
 
 impl Default for ServerConfig {
@@ -329,16 +401,20 @@ impl Default for ServerConfig {
             shutdown_grace: SHUTDOWN_GRACE.default_duration(),
             tls_cert: None,
             tls_key: None,
+            http: HttpListen::parse(DEFAULT_HTTP).ok().flatten(),
+            http_origins: Vec::new(),
         }
     }
 }
 
 impl ServerConfig {
-    /// Defaults suited to tests: any free port, an in-memory store.
+    /// Defaults suited to tests and embedding: any free port, an in-memory store,
+    /// no HTTP listener.
     pub fn ephemeral() -> ServerConfig {
         ServerConfig {
             port: 0,
             db: MEMORY_DB.to_string(),
+            http: None,
             ..ServerConfig::default()
         }
     }
@@ -366,6 +442,9 @@ impl ServerConfig {
                 value: self.rate_limit.to_string(),
             });
         }
+        for origin in &self.http_origins {
+            check_origin(origin)?;
+        }
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => Err(ConfigError {
                 setting: "tls_key",
@@ -385,6 +464,47 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_takes_host_port_brackets_or_off() {
+        let at = |h: &str, p| {
+            Some(HttpListen {
+                host: h.into(),
+                port: p,
+            })
+        };
+        assert_eq!(
+            HttpListen::parse("127.0.0.1:3542").unwrap(),
+            at("127.0.0.1", 3542)
+        );
+        assert_eq!(HttpListen::parse("[::1]:0").unwrap(), at("::1", 0));
+        assert_eq!(
+            HttpListen::parse("localhost:80").unwrap(),
+            at("localhost", 80)
+        );
+        assert_eq!(HttpListen::parse("OFF").unwrap(), None);
+        assert_eq!(at("::1", 8).unwrap().to_string(), "[::1]:8");
+        for bad in ["", "3542", ":3542", "host:", "host:99999", "a/b:1"] {
+            let e = HttpListen::parse(bad).unwrap_err();
+            assert_eq!(e.setting, "http", "{bad}");
+        }
+    }
+
+    #[test]
+    fn origins_are_scheme_and_host_only() {
+        for good in ["*", "http://localhost:8080", "https://chat.example.com"] {
+            check_origin(good).unwrap();
+        }
+        for bad in [
+            "example.com",
+            "https://",
+            "https://a.com/",
+            "ftp://a.com",
+            "null",
+        ] {
+            assert_eq!(check_origin(bad).unwrap_err().setting, "http_origins");
+        }
+    }
 
     #[test]
     fn the_defaults_are_valid() {

@@ -7,7 +7,9 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use common::web::http_get;
 use common::*;
+use moechat::config::HttpListen;
 use moechat::protocol::request::Peer;
 use moechat::protocol::ChatMessage;
 use moechat::store::{
@@ -77,6 +79,9 @@ impl Store for Flaky {
     fn delete_session(&self, token_hash: String) -> StoreFuture<'_, ()> {
         self.inner.delete_session(token_hash)
     }
+    fn writable(&self) -> bool {
+        !self.fail.load(Ordering::SeqCst) && self.inner.writable()
+    }
     fn close(&self) -> StoreFuture<'_, ()> {
         self.inner.close()
     }
@@ -87,7 +92,13 @@ async fn a_failing_store_is_60_and_the_connection_stays() {
     let fail = Arc::new(AtomicBool::new(false));
     let flag = fail.clone();
     let server = Server::bind_with_store(
-        ServerConfig::ephemeral(),
+        ServerConfig {
+            http: Some(HttpListen {
+                host: "127.0.0.1".into(),
+                port: 0,
+            }),
+            ..ServerConfig::ephemeral()
+        },
         move |sink: Arc<dyn CommitSink>| {
             let inner = SqliteStore::open(":memory:", sink)?;
             Ok(Arc::new(Flaky { inner, fail: flag }) as Arc<dyn Store>)
@@ -97,6 +108,7 @@ async fn a_failing_store_is_60_and_the_connection_stays() {
     .unwrap();
     let handle = server.handle();
     let addr = server.local_addr();
+    let http = server.http_addr().unwrap();
     let join = tokio::spawn(server.run());
     handle.add_user("alice", "wonderland").await.unwrap();
     handle.add_user("bob", "builder").await.unwrap();
@@ -118,8 +130,11 @@ async fn a_failing_store_is_60_and_the_connection_stays() {
     );
     assert_error(&alice.request(broadcast("also lost?")).await, "e", 60);
     alice.assert_serving().await;
+    let health = http_get(http, "/healthz").await;
+    assert_eq!(health.status, 503, "{health:?}");
 
     fail.store(false, Ordering::SeqCst);
+    assert_eq!(http_get(http, "/healthz").await.status, 200);
     assert_eq!(
         alice.request(direct("bob", "kept")).await["status_code"],
         51

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Any
 
 import moechat
@@ -111,6 +112,40 @@ def test_bad_settings_are_value_errors() -> None:
         moechat.Server(session_ttl=0)
     with pytest.raises(ValueError):
         moechat.Server(rate_limit=-1.0)
+
+
+def test_http_listener_serves_health_metrics_and_the_page() -> None:
+    with moechat.Server(port=0, http="127.0.0.1:0") as srv:
+        address = srv.http_address
+        assert address is not None and address[0] == "127.0.0.1" and address[1] != 0
+        assert srv.http_port == address[1]
+        base = f"http://127.0.0.1:{srv.http_port}"
+        with urllib.request.urlopen(f"{base}/healthz", timeout=10) as r:
+            assert r.status == 200 and r.read() == b"ok\n"
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        assert 'moechat_connections_open{transport="ws"} 0' in text
+        with urllib.request.urlopen(f"{base}/", timeout=10) as r:
+            assert "<title>MoeChat</title>" in r.read().decode()
+
+
+def test_http_is_off_unless_asked_and_bad_values_say_why() -> None:
+    assert moechat.Server(port=0).http_address is None
+    assert moechat.Server(port=0, http="off").http_port is None
+    assert moechat.Server(http="127.0.0.1:3542").http_address == ("127.0.0.1", 3542)
+    with pytest.raises(ValueError, match=r'http must be HOST:PORT or off, not "nope"'):
+        moechat.Server(http="nope")
+    with pytest.raises(ValueError, match=r"http_origins must be"):
+        moechat.Server(http="127.0.0.1:0", http_origins=["example.com/path"])
+
+
+def test_http_port_in_use_is_oserror() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        srv = moechat.Server(port=0, http=f"127.0.0.1:{taken.getsockname()[1]}")
+        with pytest.raises(OSError):
+            srv.start()
 
 
 def test_port_in_use_is_oserror() -> None:

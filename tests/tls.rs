@@ -362,3 +362,47 @@ async fn refusals_over_the_connection_limit_are_capped() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_http_listener_speaks_https_and_wss_with_the_same_certificate() {
+    let pki = Pki::new();
+    let leaf = pki.leaf("server", &["localhost"], false);
+    let server = TestServer::with_users_config(ServerConfig {
+        http: Some(moechat::config::HttpListen {
+            host: "127.0.0.1".into(),
+            port: 0,
+        }),
+        ..tls_config(&leaf)
+    })
+    .await;
+    let http = server.handle.http_addr().unwrap();
+    let connector = moechat::tls::connector(Some(&pki.ca)).unwrap();
+    let name = moechat::tls::server_name("localhost").unwrap();
+    let tls = connector
+        .connect(name, tokio::net::TcpStream::connect(http).await.unwrap())
+        .await
+        .expect("HTTPS handshake");
+    let url = format!("wss://localhost:{}/ws", http.port());
+    // A browser page of this server would send its own https origin.
+    let origin = format!("https://localhost:{}", http.port());
+    let mut ws = common::web::Ws::over(Box::new(tls), &url, Some(&origin))
+        .await
+        .expect("WebSocket over TLS");
+    assert_eq!(ws.login("alice").await["status_code"], 10);
+    let sent = ws.call(common::direct("bob", "over wss")).await;
+    assert_eq!(sent["status_code"], 51, "{sent}");
+    // A plain-text request to the HTTPS port gets no page.
+    let mut plain = tokio::net::TcpStream::connect(http).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(WAIT, plain.read_to_end(&mut got)).await;
+    assert!(
+        !String::from_utf8_lossy(&got).contains("<html"),
+        "no page over plain HTTP"
+    );
+    server.stop().await;
+}

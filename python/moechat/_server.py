@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from types import TracebackType
 
 from . import _moechat
@@ -22,6 +23,12 @@ class Server:
 
     ``tls_cert`` and ``tls_key`` (PEM files, given together) make every connection TLS;
     ``start`` raises ``TLSError`` if they cannot be used.
+
+    ``http="HOST:PORT"`` also serves the chat page, the protocol over WebSocket at
+    ``/ws``, ``/metrics`` and ``/healthz`` (HTTPS with a certificate); port 0 picks a
+    free port, read back from ``http_port``. ``None`` or ``"off"`` (the default for an
+    embedded server) opens no HTTP listener. ``http_origins`` lists the other sites
+    whose pages may open ``/ws`` (``"*"``: any).
     """
 
     def __init__(
@@ -45,6 +52,8 @@ class Server:
         hash_wait: float = _D.hash_wait,
         tls_cert: str | os.PathLike[str] | None = None,
         tls_key: str | os.PathLike[str] | None = None,
+        http: str | None = None,
+        http_origins: Sequence[str] = (),
     ) -> None:
         self._core = _moechat.ServerCore(
             host,
@@ -65,6 +74,8 @@ class Server:
             hash_wait=hash_wait,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            http=http,
+            http_origins=list(http_origins),
         )
 
     def add_user(self, name: str, password: str) -> None:
@@ -88,6 +99,17 @@ class Server:
     @property
     def port(self) -> int:
         return self.address[1]
+
+    @property
+    def http_address(self) -> tuple[str, int] | None:
+        """The HTTP listener's ``(host, port)`` (the real port once started), or ``None``."""
+        return self._core.http_address
+
+    @property
+    def http_port(self) -> int | None:
+        """The HTTP listener's port (the real one once started), or ``None`` if it is off."""
+        address = self.http_address
+        return None if address is None else address[1]
 
     @property
     def running(self) -> bool:

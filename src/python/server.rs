@@ -132,7 +132,7 @@ impl ServerCore {
     #[pyo3(signature = (
         host, port, db, *, heartbeat, registration, max_frame_bytes, max_text_bytes,
         max_connections, session_ttl, rate_limit, rate_burst, login_rate, account_failures,
-        hash_workers, hash_queue, hash_wait, tls_cert, tls_key
+        hash_workers, hash_queue, hash_wait, tls_cert, tls_key, http, http_origins
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -154,6 +154,8 @@ impl ServerCore {
         hash_wait: f64,
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
+        http: Option<String>,
+        http_origins: Vec<String>,
     ) -> PyResult<ServerCore> {
         // Python ints arrive as i128, so that `-1` or `2**64` get the setting's own
         // sentence rather than an `OverflowError` about a machine type.
@@ -181,6 +183,11 @@ impl ServerCore {
                 hash_wait: config::HASH_WAIT.duration(hash_wait)?,
                 tls_cert,
                 tls_key,
+                http: match http {
+                    Some(h) => config::HttpListen::parse(&h)?,
+                    None => None,
+                },
+                http_origins,
                 ..defaults
             };
             config.validate()?;
@@ -231,6 +238,15 @@ impl ServerCore {
                 (a.ip().to_string(), a.port())
             }
             None => (self.config.host.clone(), self.config.port),
+        }
+    }
+
+    /// The HTTP listener's `(host, port)` (the real port once bound), or `None` if off.
+    #[getter]
+    fn http_address(&self) -> Option<(String, u16)> {
+        match self.handle() {
+            Some(h) => h.http_addr().map(|a| (a.ip().to_string(), a.port())),
+            None => self.config.http.as_ref().map(|h| (h.host.clone(), h.port)),
         }
     }
 

@@ -52,6 +52,11 @@ pub struct Accounts {
 }
 
 impl Accounts {
+    /// Logins and registrations waiting for a hashing slot.
+    pub fn hash_queued(&self) -> usize {
+        self.hasher.queued()
+    }
+
     /// Accounts kept in `store`, with sessions valid for `session_ttl`, hashing on `hasher`.
     pub fn new(store: Arc<dyn Store>, session_ttl: Duration, hasher: Hasher) -> Accounts {
         Accounts {

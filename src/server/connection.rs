@@ -13,7 +13,9 @@
 //! delivery cursor as the socket takes the bytes.
 //!
 //! With TLS configured the handshake comes first, bounded in time; after it the
-//! task sees one byte stream, the same code either way.
+//! task sees one byte stream, the same code either way. A WebSocket from the HTTP
+//! listener is one more kind of stream (`ws.rs` maps its messages to lines), so a
+//! browser's connection is served by this same task.
 
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
@@ -26,7 +28,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{sleep_until, timeout, Instant};
@@ -34,7 +36,9 @@ use tokio_util::codec::Decoder;
 
 use super::hub::{Conn, Push};
 use super::session::{Outbound, Session};
+use super::ws::{Read, Refusal, WsIo};
 use super::Context;
+use crate::metrics::Transport;
 use crate::protocol::code::Code;
 use crate::protocol::codec::{CodecError, LineCodec};
 use crate::protocol::envelope::encode_error;
@@ -65,23 +69,39 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first byte of every TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// A connection's byte stream: the socket itself, or a TLS session over it.
+/// A connection's byte stream: the socket itself, a TLS session over it, or a
+/// WebSocket's messages as lines.
 enum Io {
     Plain(TcpStream),
     // Boxed: a TLS session is kilobytes, and a plain connection should not carry its size.
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    Ws(Box<WsIo>),
 }
 
-impl AsyncRead for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+impl Io {
+    /// Appends what has arrived to `input`.
+    fn poll_read_into(&mut self, cx: &mut TaskContext<'_>, input: &mut BytesMut) -> Poll<Read> {
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut chunk);
+        let read = match self {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, &mut buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, &mut buf),
+            Io::Ws(ws) => return ws.poll_read_into(cx, input),
+        };
+        match read {
+            Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(Read::Eof),
+            Poll::Ready(Ok(())) => {
+                input.extend_from_slice(buf.filled());
+                Poll::Ready(Read::Data)
+            }
+            Poll::Ready(Err(_)) => Poll::Ready(Read::Eof),
+            Poll::Pending => Poll::Pending,
         }
+    }
+
+    /// Whether written bytes may wait in a layer above the socket until a flush.
+    fn buffers_writes(&self) -> bool {
+        !matches!(self, Io::Plain(_))
     }
 }
 
@@ -94,6 +114,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Io::Ws(ws) => ws.poll_write(cx, buf),
         }
     }
 
@@ -101,6 +122,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Io::Ws(ws) => ws.poll_flush(cx),
         }
     }
 
@@ -108,6 +130,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Io::Ws(ws) => ws.poll_shutdown(cx),
         }
     }
 }
@@ -124,14 +147,36 @@ pub(crate) fn serve(
     async move {
         // `let else`, not `if let`: the latter would keep the whole `Option` alive,
         // and laid out in the task, next to the values taken out of it.
-        let Some((mut io, mut connection)) = setup.await else {
+        let Some((io, connection)) = setup.await else {
             return;
         };
-        let end = connection.run(&mut io).await;
-        // Boxed like the handshake: only a closing connection needs this state.
-        Box::pin(connection.finish(io, end)).await;
+        serve_io(io, connection).await;
         drop(permit);
     }
+}
+
+/// Serves a WebSocket accepted by the HTTP listener until it closes.
+pub(crate) async fn serve_ws(
+    ws: axum::extract::ws::WebSocket,
+    ctx: Arc<Context>,
+    permit: OwnedSemaphorePermit,
+    peer: std::net::IpAddr,
+    local_port: u16,
+) {
+    let transport = if ctx.tls.is_some() {
+        Transport::Wss
+    } else {
+        Transport::Ws
+    };
+    let connection = Connection::new(ctx, local_port, peer, transport);
+    serve_io(Io::Ws(Box::new(WsIo::new(ws))), connection).await;
+    drop(permit);
+}
+
+async fn serve_io(mut io: Io, mut connection: Connection) {
+    let end = connection.run(&mut io).await;
+    // Boxed like the handshake: only a closing connection needs this state.
+    Box::pin(connection.finish(io, end)).await;
 }
 
 /// The stream (after the TLS handshake, if configured) and its connection state.
@@ -143,7 +188,11 @@ async fn accept(stream: TcpStream, ctx: Arc<Context>) -> Option<(Io, Connection)
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
     let _ = stream.set_nodelay(true);
     let io = open(stream, &ctx).await?;
-    Some((io, Connection::new(ctx, local_port, peer)))
+    let transport = match io {
+        Io::Tls(_) => Transport::Tls,
+        _ => Transport::Tcp,
+    };
+    Some((io, Connection::new(ctx, local_port, peer, transport)))
 }
 
 /// The connection's stream, or `None` when a TLS handshake failed, timed out or
@@ -202,9 +251,18 @@ async fn refuse_plain(stream: TcpStream) {
 /// Closing a socket with unread input makes the kernel send a reset, which can
 /// destroy the goodbye frame (`e`/61 after an oversized line) before the peer reads it.
 async fn linger(io: &mut Io) {
-    let mut sink = tokio::io::sink();
-    let mut limited = io.take(LINGER_BYTES);
-    let _ = timeout(LINGER_TIMEOUT, tokio::io::copy(&mut limited, &mut sink)).await;
+    let drained = async {
+        let mut input = BytesMut::new();
+        let mut seen = 0;
+        while seen < LINGER_BYTES {
+            input.clear();
+            match poll_fn(|cx| io.poll_read_into(cx, &mut input)).await {
+                Read::Eof | Read::Refused(Refusal::TooLong) => return,
+                Read::Data | Read::Refused(Refusal::Binary) => seen += input.len().max(1) as u64,
+            }
+        }
+    };
+    let _ = timeout(LINGER_TIMEOUT, drained).await;
 }
 
 /// How the connection's main loop ended.
@@ -236,6 +294,8 @@ struct IoProgress {
     eof: bool,
     /// Writing failed: nothing more can be sent.
     broken: bool,
+    /// A WebSocket message to refuse arrived (after any lines read with it).
+    refused: Option<Refusal>,
 }
 
 /// A page of a user's stored messages, and whose they are.
@@ -278,12 +338,20 @@ struct Connection {
     pinged: bool,
     /// When the heartbeat is due, or, once reading stopped, when draining gives up.
     deadline: Instant,
+    /// How the peer reached us, for the connection gauges.
+    transport: Transport,
 }
 
 impl Connection {
-    fn new(ctx: Arc<Context>, local_port: u16, peer: std::net::IpAddr) -> Connection {
+    fn new(
+        ctx: Arc<Context>,
+        local_port: u16,
+        peer: std::net::IpAddr,
+        transport: Transport,
+    ) -> Connection {
         let conn = Arc::new(Conn::new(ctx.next_conn_id(), ctx.config.outbound_queue));
         ctx.connections.add(conn.clone(), &ctx.shutdown);
+        ctx.metrics.connection_opened(transport);
         Connection {
             session: Session::new(ctx.clone(), conn, local_port, peer),
             codec: LineCodec::new(ctx.config.max_frame_bytes),
@@ -297,6 +365,7 @@ impl Connection {
             peer_done: false,
             unflushed: false,
             pinged: false,
+            transport,
         }
     }
 
@@ -376,6 +445,18 @@ impl Connection {
                         self.session.conn().abort();
                         return End::Closed;
                     }
+                    match progress.refused {
+                        Some(Refusal::Binary) => {
+                            let frame = encode_error(
+                                Code::MalformedFrame,
+                                "binary WebSocket message: every frame is a text message",
+                                None,
+                            );
+                            self.replies.queue.push_back(Outbound::Frame(frame));
+                        }
+                        Some(Refusal::TooLong) => self.too_long(),
+                        None => {}
+                    }
                     if progress.eof {
                         self.peer_done = true;
                         self.stop_reading();
@@ -402,12 +483,8 @@ impl Connection {
                     }
                     return true;
                 }
-                Err(CodecError::FrameTooLong { limit }) => {
-                    let reason = format!("frame longer than {limit} bytes; closing the connection");
-                    let frame = encode_error(Code::FrameTooLong, &reason, None);
-                    self.replies.queue.push_back(Outbound::Frame(frame));
-                    self.replies.queue.push_back(Outbound::Close);
-                    self.stop_reading();
+                Err(CodecError::FrameTooLong { .. }) => {
+                    self.too_long();
                     return false;
                 }
                 Err(CodecError::Io(_)) => {
@@ -433,6 +510,17 @@ impl Connection {
             }
         }
         false
+    }
+
+    /// Answers a frame over the limit with `e`/61 and closes: the stream cannot be
+    /// resynchronised cheaply.
+    fn too_long(&mut self) {
+        let limit = self.codec.max_frame_bytes();
+        let reason = format!("frame longer than {limit} bytes; closing the connection");
+        let frame = encode_error(Code::FrameTooLong, &reason, None);
+        self.replies.queue.push_back(Outbound::Frame(frame));
+        self.replies.queue.push_back(Outbound::Close);
+        self.stop_reading();
     }
 
     /// Stops reading requests: what is owed is still written, within [`DRAIN_TIMEOUT`].
@@ -479,12 +567,14 @@ impl Connection {
         }
         if self.delivery.user.is_some() && !self.replies.close_after_write {
             // What the inbox holds, up to a batch.
+            let mut written = 0;
             for _ in 0..MAX_GATHER {
                 let Some(p) = self.session.conn().take() else {
-                    return;
+                    break;
                 };
-                self.delivery.take(p, &mut self.output);
+                written += u64::from(self.delivery.take(p, &mut self.output));
             }
+            self.session.ctx().metrics.delivered(written);
         }
     }
 
@@ -506,6 +596,7 @@ impl Connection {
             m.write_push(&mut self.output);
             self.delivery.last_direct = self.delivery.last_direct.max(m.msg_id);
         }
+        self.session.ctx().metrics.delivered(messages.len() as u64);
         if messages.len() == CATCH_UP_PAGE as usize {
             let after = Some(self.delivery.last_direct);
             self.catch_up = Some(fetch_page(self.session.ctx(), user.clone(), after));
@@ -565,6 +656,7 @@ impl Drop for Connection {
         self.session.conn().detach();
         let id = self.session.conn().id;
         self.session.ctx().connections.remove(id);
+        self.session.ctx().metrics.connection_closed(self.transport);
     }
 }
 
@@ -627,8 +719,7 @@ fn poll_io(
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => progress.broken = true,
             Poll::Ready(Ok(n)) => {
                 output.advance(n);
-                // Only TLS holds written bytes back (in its records) until a flush.
-                *unflushed = matches!(io, Io::Tls(_));
+                *unflushed = io.buffers_writes();
                 progress.wrote = true;
             }
             Poll::Pending => {}
@@ -646,19 +737,19 @@ fn poll_io(
     // Read even after a write made progress: a peer being sent a stream of pushes
     // must still be heard (its acks, its pongs).
     if read && !progress.broken {
-        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
-        let mut buf = ReadBuf::uninit(&mut chunk);
-        match Pin::new(&mut *io).poll_read(cx, &mut buf) {
-            Poll::Ready(Ok(())) if buf.filled().is_empty() => progress.eof = true,
-            Poll::Ready(Ok(())) => {
-                input.extend_from_slice(buf.filled());
-                progress.read = true;
-            }
-            Poll::Ready(Err(_)) => progress.eof = true,
+        match io.poll_read_into(cx, input) {
+            Poll::Ready(Read::Eof) => progress.eof = true,
+            Poll::Ready(Read::Data) => progress.read = true,
+            Poll::Ready(Read::Refused(r)) => progress.refused = Some(r),
             Poll::Pending => {}
         }
     }
-    if progress.wrote || progress.read || progress.eof || progress.broken {
+    if progress.wrote
+        || progress.read
+        || progress.eof
+        || progress.broken
+        || progress.refused.is_some()
+    {
         Poll::Ready(progress)
     } else {
         Poll::Pending
@@ -737,15 +828,17 @@ struct Delivery {
 }
 
 impl Delivery {
-    fn take(&mut self, p: Arc<Push>, buf: &mut BytesMut) {
+    /// Writes `p` unless the catch-up already did; `true` if it was written.
+    fn take(&mut self, p: Arc<Push>, buf: &mut BytesMut) -> bool {
         if p.direct() {
             // The catch-up may already have written it (committed before, routed after login).
             if p.msg_id() <= self.last_direct {
-                return;
+                return false;
             }
             self.last_direct = p.msg_id();
         }
         append(buf, p.frame());
+        true
     }
 
     /// Called once the socket has taken the output: what was written counts as
@@ -774,6 +867,20 @@ fn goodbye(code: Code) -> &'static str {
         Code::ServerFull => "server full",
         _ => "internal error; closing the connection",
     }
+}
+
+/// Refuses a WebSocket over the limit with `e`/68, then closes it.
+pub(crate) async fn refuse_full_ws(
+    ws: axum::extract::ws::WebSocket,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let frame: Bytes = encode_error(Code::ServerFull, goodbye(Code::ServerFull), None);
+    let mut io = Io::Ws(Box::new(WsIo::new(ws)));
+    let _ = timeout(GOODBYE_TIMEOUT, async {
+        let _ = io.write_all(&frame).await;
+        let _ = io.shutdown().await;
+    })
+    .await;
 }
 
 /// Refuses a connection over the limit with `e`/68 (after the handshake, with TLS,

@@ -19,6 +19,7 @@ use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
 use super::queue::{Bounded, SendError};
+use crate::metrics::{Accepted, Metrics};
 use crate::protocol::code::Code;
 use crate::protocol::reply::ChatMessage;
 use crate::store::{CommitSink, Routed};
@@ -159,18 +160,30 @@ pub trait Hub: CommitSink {
     fn unregister(&self, user: &str, conn_id: u64);
     /// Online users, sorted.
     fn online_users(&self) -> Vec<String>;
+    /// How many users are online.
+    fn online_count(&self) -> usize;
 }
 
 /// The in-process hub.
 #[derive(Debug, Default)]
 pub struct LocalHub {
     online: Mutex<HashMap<Arc<str>, Arc<Conn>>>,
+    /// Where routing outcomes, slow consumers and commits are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl LocalHub {
-    /// An empty hub.
+    /// An empty hub, counting into metrics of its own.
     pub fn new() -> LocalHub {
         LocalHub::default()
+    }
+
+    /// An empty hub counting into `metrics`.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> LocalHub {
+        LocalHub {
+            online: Mutex::default(),
+            metrics,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Conn>>> {
@@ -183,6 +196,7 @@ impl LocalHub {
         match conn.offer(push) {
             Ok(()) => true,
             Err(SendError::Full) => {
+                self.metrics.slow_consumer();
                 conn.close(Code::SlowConsumer);
                 self.unregister(user, conn.id);
                 false
@@ -211,6 +225,10 @@ impl Hub for LocalHub {
         }
     }
 
+    fn online_count(&self) -> usize {
+        self.lock().len()
+    }
+
     fn online_users(&self) -> Vec<String> {
         let mut users: Vec<String> = self.lock().keys().map(|u| u.to_string()).collect();
         users.sort_unstable();
@@ -219,6 +237,10 @@ impl Hub for LocalHub {
 }
 
 impl CommitSink for LocalHub {
+    fn batch_committed(&self, messages: usize, took: std::time::Duration) {
+        self.metrics.batch_committed(messages, took);
+    }
+
     fn committed(&self, message: &Arc<ChatMessage>) -> Routed {
         // Made only once someone is there to get it (this runs on the store's thread,
         // for every message), and then once, shared by every recipient: an inbox slot
@@ -226,11 +248,15 @@ impl CommitSink for LocalHub {
         let push = || Arc::new(Push::new(message.clone()));
         match &message.to {
             Some(to) => {
-                let Some(conn) = self.lock().get(to.as_str()).cloned() else {
-                    return Routed::default();
-                };
+                let conn = self.lock().get(to.as_str()).cloned();
+                let delivered = conn.is_some_and(|conn| self.offer(to, &conn, push()));
+                self.metrics.accepted(if delivered {
+                    Accepted::DirectDelivered
+                } else {
+                    Accepted::DirectStored
+                });
                 Routed {
-                    delivered: self.offer(to, &conn, push()),
+                    delivered,
                     recipients: 0,
                 }
             }
@@ -243,6 +269,7 @@ impl CommitSink for LocalHub {
                     .map(|(user, conn)| (user.clone(), conn.clone()))
                     .collect();
                 if targets.is_empty() {
+                    self.metrics.accepted(Accepted::BroadcastStored);
                     return Routed::default();
                 }
                 let push = push();
@@ -250,6 +277,11 @@ impl CommitSink for LocalHub {
                     .iter()
                     .filter(|(user, conn)| self.offer(user, conn, push.clone()))
                     .count() as u64;
+                self.metrics.accepted(if recipients > 0 {
+                    Accepted::BroadcastDelivered
+                } else {
+                    Accepted::BroadcastStored
+                });
                 Routed {
                     delivered: false,
                     recipients,

@@ -15,6 +15,7 @@ pub mod hub;
 pub(crate) mod limits;
 pub(crate) mod queue;
 pub(crate) mod session;
+pub(crate) mod ws;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
+use crate::metrics::{Gauges, Metrics};
 use crate::protocol::code::Code;
 use crate::store::{CommitSink, SqliteStore, Store, StoreError};
 use crate::sync::lock;
@@ -86,6 +88,14 @@ pub struct Context {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Every connection past its handshake, for shutdown to close.
     pub connections: Connections,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
+    /// One per connection served (TCP and WebSocket alike), `max_connections` in all.
+    pub(crate) permits: Arc<Semaphore>,
+    /// Refusals in progress (see [`REFUSALS_AT_ONCE`]).
+    pub(crate) refusals: Arc<Semaphore>,
+    /// Every task serving a client (on either listener), for shutdown to wait on.
+    pub(crate) tasks: TaskTracker,
     conn_ids: AtomicU64,
 }
 
@@ -131,14 +141,22 @@ impl Context {
     fn next_conn_id(&self) -> u64 {
         self.conn_ids.fetch_add(1, Ordering::Relaxed) + 1
     }
+
+    /// The metrics in the Prometheus text format, as `/metrics` serves them.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(Gauges {
+            hash_queue: self.accounts.hash_queued(),
+            users_online: self.hub.online_count(),
+        })
+    }
 }
 
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
+    http: Option<crate::web::Listener>,
     ctx: Arc<Context>,
-    tracker: TaskTracker,
 }
 
 /// A cloneable handle to a running server: presence, accounts and shutdown.
@@ -146,6 +164,7 @@ pub struct Server {
 pub struct ServerHandle {
     ctx: Arc<Context>,
     local_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -173,7 +192,8 @@ impl Server {
             (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
             _ => None,
         };
-        let hub = Arc::new(LocalHub::new());
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(LocalHub::with_metrics(metrics.clone()));
         let sink: Arc<dyn CommitSink> = hub.clone();
         let store = tokio::task::spawn_blocking(move || open(sink))
             .await
@@ -192,6 +212,17 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
+        let http = match &config.http {
+            Some(listen) => match crate::web::Listener::bind(listen).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    let _ = store.close().await;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        let config_max_connections = config.max_connections;
         let ctx = Arc::new(Context {
             accounts: Accounts::new(store.clone(), config.session_ttl, hasher),
             logins: limits::LoginLimits::new(
@@ -205,13 +236,17 @@ impl Server {
             hub,
             shutdown: CancellationToken::new(),
             connections: Connections::default(),
+            metrics,
+            permits: Arc::new(Semaphore::new(config_max_connections)),
+            refusals: Arc::new(Semaphore::new(REFUSALS_AT_ONCE)),
+            tasks: TaskTracker::new(),
             conn_ids: AtomicU64::new(0),
         });
         Ok(Server {
             listener,
             local_addr,
+            http,
             ctx,
-            tracker: TaskTracker::new(),
         })
     }
 
@@ -220,11 +255,17 @@ impl Server {
         self.local_addr
     }
 
+    /// The HTTP listener's bound address, if it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(crate::web::Listener::local_addr)
+    }
+
     /// A handle for presence, accounts and shutdown.
     pub fn handle(&self) -> ServerHandle {
         ServerHandle {
             ctx: self.ctx.clone(),
             local_addr: self.local_addr,
+            http_addr: self.http_addr(),
         }
     }
 
@@ -232,14 +273,17 @@ impl Server {
     pub async fn run(self) -> Result<(), ServerError> {
         let Server {
             listener,
+            http,
             ctx,
-            tracker,
             ..
         } = self;
-        let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
+        let tracker = ctx.tasks.clone();
+        if let Some(http) = http {
+            tracker.spawn(http.serve(ctx.clone()));
+        }
         // Refusals say why (`e`/68) but are capped too: past the cap a connection is
         // just closed, so a flood over the limit cannot spawn tasks without end.
-        let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
+        let (permits, refusals) = (&ctx.permits, &ctx.refusals);
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -284,6 +328,16 @@ impl ServerHandle {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The HTTP listener's bound address, if it is on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The metrics in the Prometheus text format, as `/metrics` serves them.
+    pub fn metrics(&self) -> String {
+        self.ctx.render_metrics()
     }
 
     /// Online users, sorted.

@@ -18,6 +18,7 @@ use std::time::Instant;
 use super::hub::Conn;
 use super::limits::{Outcome, Refused, TokenBucket};
 use super::Context;
+use crate::metrics::LoginOutcome;
 use crate::protocol::code::{Code, Status};
 use crate::protocol::envelope::{encode_error, Envelope, Id};
 use crate::protocol::reply::{
@@ -184,6 +185,7 @@ impl Session {
         if kind.is_message() {
             if let Some(bucket) = &mut self.bucket {
                 if !bucket.try_take(Instant::now()) {
+                    self.ctx.metrics.rate_limited();
                     let reason = format!(
                         "rate limited: at most {} messages a second; try again in {} ms",
                         self.ctx.config.rate_limit,
@@ -309,7 +311,9 @@ impl Session {
         // plus attempts in flight reach the cap, the rest are told `r`/24 (busy), so
         // guesses sent together over many connections get no more verdicts than the cap,
         // and a success still never counts.
+        let metrics = &self.ctx.metrics;
         if let Err(wait) = self.ctx.logins.addresses.check(&self.peer, now) {
+            metrics.login(LoginOutcome::Capped);
             capped(out, "from this address", wait, id);
             return;
         }
@@ -322,10 +326,12 @@ impl Session {
             {
                 Ok(attempt) => Some(attempt),
                 Err(Refused::Capped(wait)) => {
+                    metrics.login(LoginOutcome::Capped);
                     capped(out, "for this account", wait, id);
                     return;
                 }
                 Err(Refused::Busy) => {
+                    metrics.login(LoginOutcome::Busy);
                     out.push_back(fail(
                         Code::Busy,
                         "this account's password is being checked already; try again shortly",
@@ -360,6 +366,14 @@ impl Session {
                 Err(_) => Outcome::Unknown,
             });
         }
+        let metrics = &self.ctx.metrics;
+        metrics.login(match (&verified, &login.credential) {
+            (Err(AccountError::Busy(_)), _) => LoginOutcome::Busy,
+            (Err(_), _) => LoginOutcome::Error,
+            (Ok(None), _) => LoginOutcome::Failed,
+            (Ok(Some(_)), Credential::Password(_)) => LoginOutcome::Ok,
+            (Ok(Some(_)), Credential::Session(_)) => LoginOutcome::Resumed,
+        });
         match verified {
             Err(AccountError::Busy(busy)) => {
                 out.push_back(fail(Code::Busy, &busy.to_string(), id));

@@ -99,6 +99,10 @@ pub struct Appended {
 pub trait CommitSink: Send + Sync + 'static {
     /// Routes one message.
     fn committed(&self, message: &Arc<ChatMessage>) -> Routed;
+
+    /// A write transaction holding `messages` appends became durable in `took`
+    /// (after their [`CommitSink::committed`] calls); for metrics, ignored by default.
+    fn batch_committed(&self, _messages: usize, _took: std::time::Duration) {}
 }
 
 /// A sink that routes nothing: for tools that use the store without a server.
@@ -165,6 +169,9 @@ pub trait Store: Send + Sync + 'static {
     fn session(&self, token_hash: String) -> StoreFuture<'_, Option<(String, i64)>>;
     /// Forgets a session (logout).
     fn delete_session(&self, token_hash: String) -> StoreFuture<'_, ()>;
+    /// Whether the store takes writes now: its last write transaction committed and it
+    /// is not closed (`/healthz` answers 503 while this is `false`).
+    fn writable(&self) -> bool;
     /// Writes what is pending and stops; later calls fail with [`StoreError::Closed`].
     fn close(&self) -> StoreFuture<'_, ()>;
 }

@@ -126,6 +126,8 @@ pub struct SqliteStore {
     tx: mpsc::Sender<Command>,
     cursors: Arc<PendingCursors>,
     transactions: Arc<AtomicU64>,
+    /// Whether the last write transaction committed (false once the thread ends).
+    writable: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
@@ -138,13 +140,20 @@ impl SqliteStore {
         let owned_path = path.to_string();
         let thread_cursors = cursors.clone();
         let transactions = Arc::new(AtomicU64::new(0));
+        let writable = Arc::new(AtomicBool::new(true));
+        let thread_writable = writable.clone();
         let thread_transactions = transactions.clone();
         thread::Builder::new()
             .name("moechat-store".into())
             .spawn(move || match open_connection(&owned_path) {
                 Ok((conn, ids)) => {
                     let _ = ready_tx.send(Ok(()));
-                    run(conn, ids, rx, sink, thread_cursors, thread_transactions);
+                    let health = Health {
+                        transactions: thread_transactions,
+                        writable: thread_writable,
+                    };
+                    run(conn, ids, rx, sink, thread_cursors, &health);
+                    health.writable.store(false, Ordering::Relaxed);
                 }
                 Err(reason) => {
                     let _ = ready_tx.send(Err(reason));
@@ -159,6 +168,7 @@ impl SqliteStore {
                 tx,
                 cursors,
                 transactions,
+                writable,
             }),
             Ok(Err(reason)) => Err(StoreError::Open {
                 path: path.into(),
@@ -302,6 +312,10 @@ impl Store for SqliteStore {
 
     fn delete_session(&self, token_hash: String) -> StoreFuture<'_, ()> {
         self.call(|reply| Command::DeleteSession { token_hash, reply })
+    }
+
+    fn writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
@@ -501,13 +515,21 @@ impl Cursors {
     }
 }
 
+/// What the store's thread reports about itself to the handles.
+struct Health {
+    /// Transactions run (tests read it to see batching).
+    transactions: Arc<AtomicU64>,
+    /// Whether the last write transaction committed.
+    writable: Arc<AtomicBool>,
+}
+
 fn run(
     mut conn: Connection,
     mut ids: MsgIds,
     mut rx: mpsc::Receiver<Command>,
     sink: Arc<dyn CommitSink>,
     pending: Arc<PendingCursors>,
-    transactions: Arc<AtomicU64>,
+    health: &Health,
 ) {
     let mut close_reply = None;
     let mut batch = Vec::with_capacity(64);
@@ -534,8 +556,9 @@ fn run(
             &mut cursors,
             &mut receipts,
             &mut ids,
+            &health.writable,
         );
-        transactions.fetch_add(1, Ordering::Relaxed);
+        health.transactions.fetch_add(1, Ordering::Relaxed);
     }
     // Flush what the last batch did not see, then close the file before saying so.
     let mut last = vec![Command::FlushCursors];
@@ -546,6 +569,7 @@ fn run(
         &mut cursors,
         &mut receipts,
         &mut ids,
+        &health.writable,
     );
     drop(conn);
     if let Some(reply) = close_reply {
@@ -554,6 +578,7 @@ fn run(
 }
 
 /// Runs `batch` in one transaction; returns the reply of a `Close` found in it.
+/// A write transaction's outcome is recorded in `writable`.
 fn run_batch(
     conn: &mut Connection,
     batch: &mut Vec<Command>,
@@ -561,10 +586,16 @@ fn run_batch(
     cursors: &mut Cursors,
     receipts: &mut Receipts,
     ids: &mut MsgIds,
+    writable: &AtomicBool,
 ) -> Option<Reply<()>> {
+    let started = std::time::Instant::now();
     // Cursors ride on a transaction that writes anyway, or on the flush sent for them
     // (or a close); a batch of reads alone stays a read, with no fsync.
     let writes = batch.iter().any(Command::writes);
+    let appends = batch
+        .iter()
+        .filter(|c| matches!(c, Command::Append { .. }))
+        .count();
     cursors.collect(writes);
     let saving_cursors = writes && !cursors.unsaved.is_empty();
     let mut done = Vec::with_capacity(batch.len());
@@ -580,6 +611,9 @@ fn run_batch(
         Ok(tx) => tx,
         Err(e) => {
             let reason = e.to_string();
+            if writes {
+                writable.store(false, Ordering::Relaxed);
+            }
             for command in batch.drain(..) {
                 fail(command, &reason, &mut close);
             }
@@ -679,6 +713,9 @@ fn run_batch(
     if let Err(e) = ids.save(&tx).and_then(|()| tx.commit()) {
         let reason = format!("commit failed: {e}");
         tracing::error!("{reason}");
+        if writes {
+            writable.store(false, Ordering::Relaxed);
+        }
         for d in done {
             d.fail(&reason);
         }
@@ -691,8 +728,15 @@ fn run_batch(
         cursors.unsaved.clear();
     }
     ids.committed();
+    if writes {
+        writable.store(true, Ordering::Relaxed);
+    }
+    let took = started.elapsed();
     for d in done {
         d.answer(sink, receipts);
+    }
+    if writes {
+        sink.batch_committed(appends, took);
     }
     close
 }

@@ -14,6 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
+pub(crate) mod web;
+
 /// How long a test waits for a frame before failing instead of hanging.
 pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
