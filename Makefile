@@ -1,8 +1,10 @@
 # One place for the gates CI runs: `make test` is the README's test command.
 #
-# It needs only cargo and python3 (3.10 or newer): the Python tools are installed
-# into a fresh virtual environment, .venv, on first use.
-.PHONY: test lint rust-lint rust-test py-env py-build py-lint py-test fmt build serve clean-venv fuzz bench bench-python
+# It needs cargo, python3 (3.10 or newer) and Node.js 20 with npm: the Python tools
+# are installed into a fresh virtual environment, .venv, on first use; the browser
+# tests' npm packages come from web/package-lock.json (`npm ci`), and Debian's
+# chromium is installed with apt-get when it is missing (as root, as CI runs).
+.PHONY: test lint rust-lint rust-test py-env py-build py-lint py-test web-lint web-env web-test fmt build serve clean-venv fuzz bench bench-python
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,9 +13,9 @@ VPY := $(VENV)/bin/python
 # in one dir would rebuild pyo3's dependency chain every time.
 PY_TARGET := target/python
 
-test: lint rust-test py-test
+test: lint rust-test py-test web-test
 
-lint: rust-lint py-lint
+lint: rust-lint py-lint web-lint
 
 # --workspace: the library, moechat-server and the instruments in tools/ (whose tests
 # run the tools against the server binary built beside them).
@@ -38,18 +40,41 @@ py-build: py-env
 	VIRTUAL_ENV=$(abspath $(VENV)) CARGO_TARGET_DIR=$(PY_TARGET) $(VENV)/bin/maturin develop --quiet --locked
 
 py-lint: py-env
-	$(VENV)/bin/ruff check python tests bench
-	$(VENV)/bin/ruff format --check python tests bench
-	$(VENV)/bin/mypy python/moechat tests/*.py bench/*.py
+	$(VENV)/bin/ruff check python tests bench web/tests
+	$(VENV)/bin/ruff format --check python tests bench web/tests
+	$(VENV)/bin/mypy python/moechat tests/*.py bench/*.py web/tests/*.py
 
 # stubtest checks the hand-written .pyi against the built extension.
 py-test: py-build
 	$(VPY) -m mypy.stubtest moechat._moechat
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
 
+# The page and its tests are plain ES modules: node checks that each one parses.
+web-lint:
+	for f in web/static/*.js web/tests/*.js; do node --check $$f || exit 1; done
+
+CHROMIUM ?= /usr/bin/chromium
+web-env:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+	  else \
+	    echo "the browser tests need $(CHROMIUM): sudo apt-get install chromium" >&2; exit 1; \
+	  fi; \
+	fi
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+
+# The chat page in Chromium (playwright-core), and the JavaScript client in Node.js,
+# against the moechat-server binary; the Python peer comes from the venv.
+web-test: web-env py-build
+	cargo build --locked --bin moechat-server
+	cd web && MOECHAT_PYTHON=$(abspath $(VPY)) CHROMIUM=$(CHROMIUM) npm test
+
 fmt:
 	cargo fmt --all
-	$(VENV)/bin/ruff format python tests bench
+	$(VENV)/bin/ruff format python tests bench web/tests
 
 build:
 	cargo build --release --locked
