@@ -17,6 +17,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_moechat-server");
 fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     let mut child = Command::new(BIN)
         .args(args)
+        // The default HTTP port is fixed: tests running at once would fight over it.
+        .env("MOECHAT_HTTP", "off")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -65,6 +67,7 @@ fn start(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Running {
     let mut child = Command::new(BIN)
         .args(args)
         .current_dir(cwd)
+        .env("MOECHAT_HTTP", "off")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -467,4 +470,55 @@ fn bad_settings_get_the_sentence_the_rust_api_gives() {
         };
         assert_eq!(err, format!("moechat-server: {e}\n"));
     }
+}
+
+#[test]
+fn the_http_listener_serves_the_page_and_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--port", "0", "--db", ":memory:", "--http", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(url) = line.split("chat page on ").nth(1) {
+                let _ = tx.send(url.trim().to_string());
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("server says where the page is");
+    let addr = url
+        .strip_prefix("http://")
+        .and_then(|a| a.strip_suffix('/'))
+        .expect("an http:// URL");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.ends_with("ok\n"), "{reply}");
+    assert_eq!(terminate(Running { child, port: 0 }), 0);
+}
+
+#[test]
+fn a_bad_http_address_is_one_line_and_exit_2() {
+    let (code, _, err) = run(&["--http", "localhost"], None);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err.trim(),
+        "moechat-server: http must be HOST:PORT or off, not \"localhost\""
+    );
+    let (code, _, err) = run(&["--http-origins", "evil.example"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("http_origins must be"), "{err}");
 }

@@ -80,7 +80,7 @@ def test_ctrl_c_stops_serve_forever_cleanly() -> None:
 def test_python_m_moechat_server(tmp_path: Path) -> None:
     db = tmp_path / "py.db"
     p = subprocess.Popen(
-        [sys.executable, "-m", "moechat.server", "--port", "0", "--db", str(db)],
+        [sys.executable, "-m", "moechat.server", "--port", "0", "--db", str(db), "--http", "off"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -181,7 +181,7 @@ with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
 server = subprocess.Popen(
-    [sys.executable, "-m", "moechat.server", "--port", str(port), "--db", ":memory:"],
+    [sys.executable, "-m", "moechat.server", "--port", str(port), "--db", ":memory:", "--http", "off"],
     stderr=subprocess.DEVNULL,
 )
 for _ in range(200):

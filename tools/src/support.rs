@@ -37,19 +37,27 @@ pub fn server_beside(tool: &str) -> String {
     bin.to_string_lossy().into_owned()
 }
 
-/// A started `moechat-server` and the port it reported.
+/// A started `moechat-server` and the ports it reported.
 pub struct ServerProcess {
     /// The server process (the tools read its memory by PID and stop it by signal).
     pub child: Child,
     /// The port it said it listens on.
     pub port: u16,
+    /// The HTTP listener's port, when `args` turned it on with `--http`.
+    pub http_port: Option<u16>,
 }
 
 impl ServerProcess {
-    /// Starts `bin` with `args` (plus `--port 0`) and waits for its `listening on` line.
+    /// Starts `bin` with `args` (plus `--port 0`, and `--http off` unless `args` name
+    /// an `--http` of their own) and waits for its `listening on` line (and its `chat
+    /// page on` line, with HTTP on).
     pub fn start(bin: &str, args: &[&str], tool: &str) -> ServerProcess {
+        let http = args.contains(&"--http");
+        // The default HTTP port is fixed, and the tools start several servers.
+        let http_off: &[&str] = if http { &[] } else { &["--http", "off"] };
         let mut child = Command::new(bin)
             .args(["--port", "0", "--log-level", "info"])
+            .args(http_off)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -60,25 +68,34 @@ impl ServerProcess {
             .stderr
             .take()
             .unwrap_or_else(|| fail(tool, "no server stderr"));
-        // Room for the one line that matters; later ones are dropped, not queued.
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        // Room for the two lines that matter; later ones are dropped, not queued.
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
         // Keeps draining stderr for the server's whole life, so it never blocks on a pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.try_send(addr.trim().to_string());
+                for marker in ["listening on ", "chat page on "] {
+                    if let Some(addr) = line.split(marker).nth(1) {
+                        let _ = tx.try_send(addr.trim().trim_end_matches('/').to_string());
+                    }
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| fail(tool, "the server did not start"));
-        let port = addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| fail(tool, "cannot read the server's port"));
-        ServerProcess { child, port }
+        let mut next_port = || {
+            let addr = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| fail(tool, "the server did not start"));
+            addr.rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| fail(tool, "cannot read the server's port"))
+        };
+        let port = next_port();
+        let http_port = http.then(&mut next_port);
+        ServerProcess {
+            child,
+            port,
+            http_port,
+        }
     }
 
     /// SIGTERM, then waits: a graceful stop, as an operator would do it.
@@ -106,6 +123,38 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU time (user + system) a process has used, seconds, from /proc; 0 if unreadable.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces, hence the last ')').
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the ')'.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / clock_ticks() as f64
+}
+
+/// The kernel's clock ticks a second (USER_HZ), asked of `getconf` once.
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+            .filter(|&t| t > 0)
+            .unwrap_or(100)
+    })
 }
 
 /// The `p` quantile (0..=1) of sorted values, nearest rank; 0 when empty.

@@ -65,3 +65,52 @@ fn a_tiny_benchmark_run_delivers_everything_exactly_once() {
         "{logins}"
     );
 }
+
+#[test]
+fn the_websocket_mode_delivers_everything_exactly_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_moechat-bench"))
+        .args([
+            "--targets",
+            "moechat-ws",
+            "--workloads",
+            "w1,w2",
+            "--runs",
+            "1",
+        ])
+        .args([
+            "--json",
+            "--pairs",
+            "3",
+            "--messages",
+            "300",
+            "--window",
+            "16",
+        ])
+        .args(["--receivers", "10", "--broadcasts", "30", "--rate", "300"])
+        .args([
+            "--server-bin",
+            &moechat_tools::support::server_beside(env!("CARGO_BIN_EXE_moechat-bench")),
+        ])
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for line in &lines {
+        assert_eq!(line["target"], "moechat-ws");
+        let f = &line["figures"];
+        assert_eq!(f["lost"], 0, "{line}");
+        assert_eq!(f["duplicates"], 0, "{line}");
+        assert_eq!(f["out_of_order_gaps"], 0, "{line}");
+        assert_eq!(f["errors"], 0, "{line}");
+        assert!(f["server_cpu_s"].as_f64().is_some(), "{line}");
+    }
+}

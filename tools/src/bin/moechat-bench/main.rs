@@ -42,7 +42,8 @@ struct Args {
     /// Workloads to run, comma-separated: w1 (direct), w2 (fan-out), w3 (idle), w4 (logins)
     #[arg(long, default_value = "w1,w2,w3,w4", value_delimiter = ',')]
     workloads: Vec<String>,
-    /// Servers to run them against, comma-separated: moechat, redis, nats
+    /// Servers to run them against, comma-separated: moechat, moechat-ws (MoeChat over
+    /// WebSocket), redis, nats
     #[arg(long, default_value = "moechat,redis,nats", value_delimiter = ',')]
     targets: Vec<String>,
     /// Runs of every workload; the table shows medians
@@ -108,6 +109,7 @@ fn kinds(args: &Args) -> Vec<Kind> {
     for t in &args.targets {
         let (kind, bin) = match t.as_str() {
             "moechat" => (Kind::MoeChat, &bins.moechat),
+            "moechat-ws" => (Kind::MoeChatWs, &bins.moechat),
             "redis" => (Kind::Redis, &bins.redis),
             "nats" => (Kind::Nats, &bins.nats),
             other => support::fail(TOOL, &format!("unknown target {other:?}")),
@@ -165,7 +167,7 @@ async fn run(args: Args) {
         .max(params.idle)
         .max(params.login_workers);
     let scratch = Scratch::new("seed");
-    let seed = if kinds.contains(&Kind::MoeChat) {
+    let seed = if kinds.iter().any(|k| k.is_moechat()) {
         let started = Instant::now();
         let seed = Seed::create(scratch.path(), users, TOOL).await;
         if !args.json {
@@ -186,7 +188,9 @@ async fn run(args: Args) {
         for &w in &workloads {
             for &kind in &kinds {
                 if w == "w4" && kind != Kind::MoeChat {
-                    continue; // Redis pub/sub and core NATS have no login to compare.
+                    // Redis pub/sub and core NATS have no login to compare; a login
+                    // over WebSocket costs what one over TCP does, plus a handshake.
+                    continue;
                 }
                 let clients = match w {
                     "w1" => 2 * params.pairs,
@@ -207,7 +211,7 @@ async fn run(args: Args) {
                 server.stop();
                 let line = json!({
                     "workload": w, "target": kind.name(), "run": run, "figures": figures,
-                    "durable": kind == Kind::MoeChat,
+                    "durable": kind.is_moechat(),
                 });
                 println!("{line}");
                 let _ = std::io::stdout().flush();
@@ -229,12 +233,14 @@ fn headline(w: &str, f: &Value) -> Vec<(&'static str, f64, bool)> {
             ("p50 us", get("/latency/p50_us"), false),
             ("p99 us", get("/latency/p99_us"), false),
             ("p99.9 us", get("/latency/p999_us"), false),
+            ("cpu us/msg", get("/server_cpu_us_per_msg"), false),
             ("lost", get("/lost"), false),
         ],
         "w2" | "w2_tenth" => vec![
             ("deliveries/s", get("/deliveries_per_s"), true),
             ("p50 us", get("/latency/p50_us"), false),
             ("p99 us", get("/latency/p99_us"), false),
+            ("cpu us/delivery", get("/server_cpu_us_per_delivery"), false),
             ("lost", get("/lost"), false),
         ],
         "w3" => vec![("bytes/conn", get("/bytes_per_connection"), false)],
@@ -300,6 +306,9 @@ fn print_table(results: &BTreeMap<(&str, Kind), Vec<Value>>, kinds: &[Kind], p: 
             let mut line = format!("{w:<10} {name:<18}");
             for c in &cells {
                 match c {
+                    Some(v) if !v.is_nan() && v.abs() < 100.0 => {
+                        line.push_str(&format!(" {v:>12.2}"))
+                    }
                     Some(v) if !v.is_nan() => line.push_str(&format!(" {v:>12.0}")),
                     _ => line.push_str(&format!(" {:>12}", "-")),
                 }

@@ -67,6 +67,11 @@ impl Running {
         support::rss_kib(self.pid())
     }
 
+    /// CPU seconds (user + system) the server has used so far.
+    pub(crate) fn cpu_seconds(&self) -> f64 {
+        support::cpu_seconds(self.pid())
+    }
+
     pub(crate) fn stop(mut self) {
         support::terminate(&mut self.child);
     }
@@ -126,30 +131,31 @@ pub(crate) fn available(bin: &str) -> bool {
 pub(crate) fn start(kind: Kind, bins: &Binaries, seed: &Seed, max_clients: usize) -> Running {
     let clients = (max_clients + 100).to_string();
     match kind {
-        Kind::MoeChat => {
+        Kind::MoeChat | Kind::MoeChatWs => {
             let dir = Scratch::new("run");
             let db = dir.path().join("bench.db");
             std::fs::copy(&seed.db, &db).unwrap_or_else(|e| support::fail(TOOL, &e.to_string()));
             let db = db.to_string_lossy().into_owned();
-            let server = ServerProcess::start(
-                &bins.moechat,
-                &[
-                    "--db",
-                    &db,
-                    "--heartbeat",
-                    "600",
-                    "--max-connections",
-                    &clients,
-                    "--login-rate",
-                    "0",
-                    "--rate-limit",
-                    "0",
-                ],
-                TOOL,
-            );
+            let mut args = vec![
+                "--db",
+                &db,
+                "--heartbeat",
+                "600",
+                "--max-connections",
+                &clients,
+                "--login-rate",
+                "0",
+                "--rate-limit",
+                "0",
+            ];
+            if kind == Kind::MoeChatWs {
+                args.extend(["--http", "127.0.0.1:0"]);
+            }
+            let server = ServerProcess::start(&bins.moechat, &args, TOOL);
             Running {
                 kind,
-                port: server.port,
+                // WebSocket clients connect to the HTTP listener.
+                port: server.http_port.unwrap_or(server.port),
                 child: server.child,
                 _db: Some(dir),
             }

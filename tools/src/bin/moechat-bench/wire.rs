@@ -1,5 +1,6 @@
 //! The three wire protocols the benchmark speaks, at the byte level: MoeChat's
-//! JSON lines, Redis's RESP and NATS's text protocol.
+//! JSON lines (over TCP, or one per WebSocket text message), Redis's RESP and
+//! NATS's text protocol.
 //!
 //! Each is a lean hand-written client of the same shape, so the load generator
 //! costs about the same whichever server it drives: frames are built into one
@@ -9,10 +10,12 @@
 
 use bytes::{Buf, BytesMut};
 
-/// Which server a connection talks to.
+/// Which server a connection talks to, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Kind {
     MoeChat,
+    /// MoeChat's protocol over WebSocket, on its HTTP listener.
+    MoeChatWs,
     Redis,
     Nats,
 }
@@ -21,9 +24,23 @@ impl Kind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::MoeChat => "moechat",
+            Kind::MoeChatWs => "moechat-ws",
             Kind::Redis => "redis",
             Kind::Nats => "nats",
         }
+    }
+
+    /// The protocol spoken inside the transport.
+    pub(crate) fn protocol(self) -> Kind {
+        match self {
+            Kind::MoeChatWs => Kind::MoeChat,
+            k => k,
+        }
+    }
+
+    /// Whether the server is MoeChat (durable, with logins).
+    pub(crate) fn is_moechat(self) -> bool {
+        self.protocol() == Kind::MoeChat
     }
 }
 
@@ -49,8 +66,8 @@ pub(crate) enum Event<'a> {
 /// Bytes that make a receiver of `name` ready: a login with a session token, a
 /// SUBSCRIBE, or CONNECT + SUB + PING.
 pub(crate) fn hello(kind: Kind, name: &str, token: &str, channel: &str) -> Vec<u8> {
-    match kind {
-        Kind::MoeChat => format!(
+    match kind.protocol() {
+        Kind::MoeChat | Kind::MoeChatWs => format!(
             "{{\"status\":\"q\",\"status_code\":0,\"info\":{{\"req\":\"login\",\"user\":\"{name}\",\"session\":\"{token}\"}}}}\n"
         )
         .into_bytes(),
@@ -64,8 +81,8 @@ pub(crate) fn hello(kind: Kind, name: &str, token: &str, channel: &str) -> Vec<u
 
 /// A publisher's handshake: MoeChat logs in; Redis needs nothing; NATS connects.
 pub(crate) fn publisher_hello(kind: Kind, name: &str, token: &str) -> Vec<u8> {
-    match kind {
-        Kind::MoeChat => hello(kind, name, token, ""),
+    match kind.protocol() {
+        Kind::MoeChat | Kind::MoeChatWs => hello(kind, name, token, ""),
         Kind::Redis => resp(&[b"PING"]),
         Kind::Nats => {
             b"CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false}\r\nPING\r\n".to_vec()
@@ -90,13 +107,13 @@ fn resp_into(out: &mut Vec<u8>, parts: &[&[u8]]) {
 
 /// Appends one publish of `payload` to `to` (a user, or [`BROADCAST`]).
 pub(crate) fn publish(kind: Kind, out: &mut Vec<u8>, to: &str, payload: &[u8]) {
-    match kind {
+    match kind.protocol() {
         Kind::MoeChat if to == BROADCAST => {
             out.extend_from_slice(b"{\"status\":\"m\",\"status_code\":90,\"info\":{\"text\":\"");
             out.extend_from_slice(payload);
             out.extend_from_slice(b"\"}}\n");
         }
-        Kind::MoeChat => {
+        Kind::MoeChat | Kind::MoeChatWs => {
             out.extend_from_slice(b"{\"status\":\"m\",\"status_code\":80,\"info\":{\"to\":\"");
             out.extend_from_slice(to.as_bytes());
             out.extend_from_slice(b"\",\"text\":\"");
@@ -127,8 +144,8 @@ pub(crate) const NATS_PONG: &[u8] = b"PONG\r\n";
 /// Incomplete input stays in `buf` for the next read.
 pub(crate) fn drain(kind: Kind, buf: &mut BytesMut, mut each: impl FnMut(Event<'_>)) {
     loop {
-        let used = match kind {
-            Kind::MoeChat => moechat_event(buf, &mut each),
+        let used = match kind.protocol() {
+            Kind::MoeChat | Kind::MoeChatWs => moechat_event(buf, &mut each),
             Kind::Redis => redis_event(buf, &mut each),
             Kind::Nats => nats_event(buf, &mut each),
         };
@@ -136,6 +153,79 @@ pub(crate) fn drain(kind: Kind, buf: &mut BytesMut, mut each: impl FnMut(Event<'
             Some(n) => buf.advance(n),
             None => return,
         }
+    }
+}
+
+/// The WebSocket handshake for MoeChat's `/ws` on `port` (no `Origin`: a program).
+pub(crate) fn ws_handshake(port: u16) -> Vec<u8> {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The length of the handshake's answer at the front of `buf`, once complete, and
+/// whether it agreed to switch protocols.
+pub(crate) fn ws_handshake_answer(buf: &[u8]) -> Option<(usize, bool)> {
+    let end = find(buf, b"\r\n\r\n")? + 4;
+    Some((end, buf.starts_with(b"HTTP/1.1 101")))
+}
+
+/// Wraps each `\n`-ended line of `lines` in one masked text frame, appended to `out`.
+/// The mask key is zero: a client must mask, the server unmasks whatever the key,
+/// and the load generator spends nothing on it.
+pub(crate) fn ws_frames(out: &mut Vec<u8>, lines: &[u8]) {
+    for line in lines.split_inclusive(|&b| b == b'\n') {
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        out.push(0x81);
+        match text.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n <= 0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        out.extend_from_slice(text);
+    }
+}
+
+/// Moves the text of each complete server frame in `raw` to `lines`, one line each.
+/// `false` once the server closed the WebSocket (or sent what this cannot read).
+pub(crate) fn ws_unframe(raw: &mut BytesMut, lines: &mut BytesMut) -> bool {
+    loop {
+        if raw.len() < 2 {
+            return true;
+        }
+        let (opcode, short) = (raw[0] & 0x0f, (raw[1] & 0x7f) as usize);
+        let (head, len) = match short {
+            126 if raw.len() >= 4 => (4, u16::from_be_bytes([raw[2], raw[3]]) as usize),
+            127 if raw.len() >= 10 => {
+                let mut n = [0u8; 8];
+                n.copy_from_slice(&raw[2..10]);
+                (10, u64::from_be_bytes(n) as usize)
+            }
+            126 | 127 => return true,
+            n => (2, n),
+        };
+        if raw.len() < head + len {
+            return true;
+        }
+        match opcode {
+            // Server frames are never masked, nor fragmented by tungstenite.
+            0x1 => {
+                lines.extend_from_slice(&raw[head..head + len]);
+                lines.extend_from_slice(b"\n");
+            }
+            0x8 => return false,
+            _ => {} // ping or pong: the bench's connections live too short to need them
+        }
+        raw.advance(head + len);
     }
 }
 
@@ -284,6 +374,30 @@ mod tests {
         let mut seen = Vec::new();
         drain(kind, &mut buf, |e| seen.push(format!("{e:?}")));
         (seen, buf.len())
+    }
+
+    #[test]
+    fn websocket_frames_round_trip_lines() {
+        let lines = b"short\n".to_vec();
+        let long = vec![b'x'; 300];
+        let mut out = Vec::new();
+        ws_frames(&mut out, &lines);
+        assert_eq!(out, b"\x81\x85\0\0\0\0short");
+        ws_frames(&mut out, &[&long[..], b"\n"].concat());
+        assert_eq!(&out[11..15], &[0x81, 0x80 | 126, 1, 44]);
+        // The server's frames are the same without the mask.
+        let mut raw = BytesMut::new();
+        raw.extend_from_slice(b"\x81\x05short\x81\x7e\x01\x2c");
+        raw.extend_from_slice(&long);
+        raw.extend_from_slice(b"\x81\x05par");
+        let mut got = BytesMut::new();
+        assert!(ws_unframe(&mut raw, &mut got));
+        assert_eq!(&got[..6], b"short\n");
+        assert_eq!(got.len(), 6 + 301);
+        assert_eq!(&raw[..], b"\x81\x05par", "a partial frame waits");
+        raw.clear();
+        raw.extend_from_slice(b"\x88\x00");
+        assert!(!ws_unframe(&mut raw, &mut got), "a close frame ends it");
     }
 
     #[test]

@@ -46,27 +46,89 @@ pub(crate) struct Params {
     pub login_workers: usize,
 }
 
+/// A connection's reading side: protocol bytes land in `buf` (over WebSocket, each
+/// text frame's payload as one line).
+struct Reader {
+    rd: OwnedReadHalf,
+    buf: BytesMut,
+    /// WebSocket only: received bytes not yet unframed.
+    raw: Option<BytesMut>,
+}
+
+impl Reader {
+    /// Reads more protocol bytes into `buf`; `Ok(0)` at the end of the stream.
+    async fn read_more(&mut self) -> std::io::Result<usize> {
+        let Some(raw) = &mut self.raw else {
+            return self.rd.read_buf(&mut self.buf).await;
+        };
+        let before = self.buf.len();
+        loop {
+            if !wire::ws_unframe(raw, &mut self.buf) {
+                return Ok(0);
+            }
+            if self.buf.len() > before {
+                return Ok(self.buf.len() - before);
+            }
+            if self.rd.read_buf(raw).await? == 0 {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+/// A connection's writing side (over WebSocket, one masked text frame per line).
+struct Writer {
+    wr: OwnedWriteHalf,
+    /// WebSocket only: where frames are built.
+    frames: Option<Vec<u8>>,
+}
+
+impl Writer {
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match &mut self.frames {
+            None => self.wr.write_all(bytes).await,
+            Some(frames) => {
+                frames.clear();
+                wire::ws_frames(frames, bytes);
+                self.wr.write_all(frames).await
+            }
+        }
+    }
+}
+
 /// One connection with its read buffer.
 struct Conn {
     kind: Kind,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
-    buf: BytesMut,
+    rd: Reader,
+    wr: Writer,
 }
 
 impl Conn {
-    /// Connects, sends `hello` and waits until the server says the connection is ready.
+    /// Connects (with the WebSocket handshake for `moechat-ws`), sends `hello` and
+    /// waits until the server says the connection is ready.
     async fn open(kind: Kind, port: u16, hello: &[u8]) -> Conn {
-        let stream = TcpStream::connect(("127.0.0.1", port))
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap_or_else(|e| support::fail(TOOL, &format!("connect to {port}: {e}")));
         let _ = stream.set_nodelay(true);
+        let ws = kind == Kind::MoeChatWs;
+        let raw = if ws {
+            Some(ws_upgrade(&mut stream, port).await)
+        } else {
+            None
+        };
         let (rd, wr) = stream.into_split();
         let mut conn = Conn {
             kind,
-            rd,
-            wr,
-            buf: BytesMut::with_capacity(16 * 1024),
+            rd: Reader {
+                rd,
+                buf: BytesMut::with_capacity(16 * 1024),
+                raw,
+            },
+            wr: Writer {
+                wr,
+                frames: ws.then(Vec::new),
+            },
         };
         conn.wr
             .write_all(hello)
@@ -76,11 +138,11 @@ impl Conn {
             loop {
                 let mut ready = false;
                 let mut other = false;
-                wire::drain(kind, &mut conn.buf, |e| match e {
+                wire::drain(kind, &mut conn.rd.buf, |e| match e {
                     Event::Ready => ready = true,
                     // NATS's readiness is the PONG to the PING after CONNECT/SUB.
                     Event::Ack if kind == Kind::Nats => ready = true,
-                    Event::Other if kind == Kind::MoeChat => other = true,
+                    Event::Other if kind.is_moechat() => other = true,
                     _ => {}
                 });
                 if ready {
@@ -89,7 +151,7 @@ impl Conn {
                 if other {
                     return Err("the server refused the login".to_string());
                 }
-                match conn.rd.read_buf(&mut conn.buf).await {
+                match conn.rd.read_more().await {
                     Ok(0) => return Err("the server closed the connection".into()),
                     Ok(_) => {}
                     Err(e) => return Err(e.to_string()),
@@ -101,6 +163,29 @@ impl Conn {
             Ok(Ok(())) => conn,
             Ok(Err(e)) => support::fail(TOOL, &format!("{} setup: {e}", kind.name())),
             Err(_) => support::fail(TOOL, &format!("{} setup timed out", kind.name())),
+        }
+    }
+}
+
+/// The WebSocket handshake on `stream`; returns the bytes read past its answer.
+async fn ws_upgrade(stream: &mut TcpStream, port: u16) -> BytesMut {
+    stream
+        .write_all(&wire::ws_handshake(port))
+        .await
+        .unwrap_or_else(|e| support::fail(TOOL, &format!("WebSocket handshake: {e}")));
+    let mut raw = BytesMut::with_capacity(16 * 1024);
+    loop {
+        if let Some((len, upgraded)) = wire::ws_handshake_answer(&raw) {
+            if !upgraded {
+                let status = String::from_utf8_lossy(&raw[..len.min(40)]).into_owned();
+                support::fail(TOOL, &format!("WebSocket refused: {status}"));
+            }
+            let _ = raw.split_to(len);
+            return raw;
+        }
+        match stream.read_buf(&mut raw).await {
+            Ok(n) if n > 0 => {}
+            _ => support::fail(TOOL, "the server closed the WebSocket handshake"),
         }
     }
 }
@@ -137,7 +222,7 @@ async fn receive(mut conn: Conn, expected: u64, deadline: tokio::time::Instant) 
     let mut next_seq = 0u64;
     loop {
         let mut pong = false;
-        wire::drain(conn.kind, &mut conn.buf, |e| match e {
+        wire::drain(conn.kind, &mut conn.rd.buf, |e| match e {
             Event::Message(p) => {
                 let now = now_us();
                 match wire::parse_payload(p) {
@@ -168,7 +253,7 @@ async fn receive(mut conn: Conn, expected: u64, deadline: tokio::time::Instant) 
         if got.count >= expected {
             return got;
         }
-        let read = tokio::time::timeout_at(deadline, conn.rd.read_buf(&mut conn.buf)).await;
+        let read = tokio::time::timeout_at(deadline, conn.rd.read_more()).await;
         match read {
             Ok(Ok(n)) if n > 0 => {}
             _ => return got,
@@ -179,8 +264,7 @@ async fn receive(mut conn: Conn, expected: u64, deadline: tokio::time::Instant) 
 /// Acknowledgements read by a publisher: returns window permits as acks arrive.
 async fn read_acks(
     kind: Kind,
-    mut rd: OwnedReadHalf,
-    mut buf: BytesMut,
+    mut rd: Reader,
     window: Arc<Semaphore>,
     total: u64,
     chunk: u64,
@@ -189,7 +273,7 @@ async fn read_acks(
     let mut acked = 0u64;
     let mut errors = 0u64;
     while acked < total {
-        wire::drain(kind, &mut buf, |e| match e {
+        wire::drain(kind, &mut rd.buf, |e| match e {
             Event::Ack => {
                 let n = if kind == Kind::Nats {
                     chunk.min(total - acked)
@@ -205,7 +289,7 @@ async fn read_acks(
         if acked >= total {
             break;
         }
-        match tokio::time::timeout_at(deadline, rd.read_buf(&mut buf)).await {
+        match tokio::time::timeout_at(deadline, rd.read_more()).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => break,
         }
@@ -218,7 +302,7 @@ async fn read_acks(
 #[allow(clippy::too_many_arguments)]
 async fn publish(
     kind: Kind,
-    mut wr: OwnedWriteHalf,
+    mut wr: Writer,
     to: String,
     total: u64,
     size: usize,
@@ -285,12 +369,21 @@ async fn run_publisher(
 ) -> u64 {
     let chunk = (window as u64 / 2).max(1);
     let permits = Arc::new(Semaphore::new(window));
-    let Conn { kind, rd, wr, buf } = conn;
+    let Conn { kind, rd, wr } = conn;
     let writer = publish(kind, wr, to, total, size, permits.clone(), chunk, pace);
-    let reader = read_acks(kind, rd, buf, permits, total, chunk, deadline);
+    let reader = read_acks(kind, rd, permits, total, chunk, deadline);
     tokio::select! {
         errors = reader => errors,
         _ = writer => 0,
+    }
+}
+
+/// `seconds` spread over `n` events, in microseconds each.
+fn per_million(seconds: f64, n: u64) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        seconds * 1e6 / n as f64
     }
 }
 
@@ -332,6 +425,7 @@ pub(crate) async fn direct(target: &Running, tokens: &[String], p: &Params) -> V
     .await;
     let budget = Duration::from_secs(60) + Duration::from_micros(p.messages * p.pairs as u64 * 20);
     let deadline = tokio::time::Instant::now() + budget;
+    let cpu_before = target.cpu_seconds();
     let start_us = now_us();
     let mut tasks = Vec::new();
     for conn in receivers {
@@ -357,6 +451,7 @@ pub(crate) async fn direct(target: &Running, tokens: &[String], p: &Params) -> V
     for t in pubs {
         send_errors += t.await.unwrap_or(0);
     }
+    let cpu = target.cpu_seconds() - cpu_before;
     let (count, dups, gaps, errors, lat, last) = merge(results);
     let expected = p.messages * p.pairs as u64;
     let secs = (last.saturating_sub(start_us)) as f64 / 1e6;
@@ -365,6 +460,7 @@ pub(crate) async fn direct(target: &Running, tokens: &[String], p: &Params) -> V
         "duplicates": dups, "out_of_order_gaps": gaps, "errors": errors + send_errors,
         "seconds": secs, "msgs_per_s": if secs > 0.0 { count as f64 / secs } else { 0.0 },
         "latency": latency_json(lat),
+        "server_cpu_s": cpu, "server_cpu_us_per_msg": per_million(cpu, count),
     })
 }
 
@@ -383,6 +479,7 @@ pub(crate) async fn fan_out(target: &Running, tokens: &[String], p: &Params, rat
     .await;
     let budget = Duration::from_secs_f64(p.broadcasts as f64 / rate + 30.0);
     let deadline = tokio::time::Instant::now() + budget;
+    let cpu_before = target.cpu_seconds();
     let start = Instant::now();
     let start_us = now_us();
     let mut tasks = Vec::new();
@@ -404,6 +501,7 @@ pub(crate) async fn fan_out(target: &Running, tokens: &[String], p: &Params, rat
         results.push(t.await.unwrap_or_default());
     }
     let send_errors = publisher.await.unwrap_or(0);
+    let cpu = target.cpu_seconds() - cpu_before;
     let (count, dups, gaps, errors, lat, last) = merge(results);
     let expected = p.broadcasts * p.receivers as u64;
     let secs = (last.saturating_sub(start_us)) as f64 / 1e6;
@@ -413,6 +511,7 @@ pub(crate) async fn fan_out(target: &Running, tokens: &[String], p: &Params, rat
         "duplicates": dups, "out_of_order_gaps": gaps, "errors": errors + send_errors,
         "seconds": secs, "deliveries_per_s": if secs > 0.0 { count as f64 / secs } else { 0.0 },
         "latency": latency_json(lat),
+        "server_cpu_s": cpu, "server_cpu_us_per_delivery": per_million(cpu, count),
     })
 }
 
@@ -457,7 +556,7 @@ pub(crate) async fn logins(target: &Running, tokens: &[String], p: &Params) -> V
                     let started = Instant::now();
                     let mut conn = Conn::open(Kind::MoeChat, port, &hello).await;
                     lat.push(started.elapsed().as_micros() as u64);
-                    let _ = conn.wr.shutdown().await;
+                    let _ = conn.wr.wr.shutdown().await;
                     n += 1;
                 }
                 (n, lat)
