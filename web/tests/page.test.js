@@ -111,6 +111,8 @@ describe('the chat page', () => {
       assert.deepEqual(await carol.call({ recv: 10 }), {
         sender: 'alice', text: 'hello carol, from a browser', kind: 'direct',
       });
+      await alice.page.locator('.message.mine .note').filter({ hasText: 'delivered' }).last().waitFor();
+      await shot(alice.page, t, '-alice-with-carol');
 
       // A broadcast from the page reaches the other page and Python.
       await openChat(alice.page, '*');
