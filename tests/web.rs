@@ -305,7 +305,10 @@ async fn the_page_is_served_with_a_strict_policy() {
         .starts_with("text/html"));
     let policy = page.header("content-security-policy").unwrap();
     assert!(policy.contains("script-src 'self'"), "{policy}");
-    assert!(page.body.contains("<title>MoeChat</title>"), "the page names itself");
+    assert!(
+        page.body.contains("<title>MoeChat</title>"),
+        "the page names itself"
+    );
     for (path, kind) in [
         ("/app.js", "text/javascript"),
         ("/moechat.js", "text/javascript"),

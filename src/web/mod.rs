@@ -189,14 +189,12 @@ async fn websocket(
         .max_message_size(limit)
         .max_frame_size(limit);
     if let Ok(permit) = ctx.permits.clone().try_acquire_owned() {
-        let tasks = ctx.tasks.clone();
-        return upgrade.on_upgrade(move |ws| {
-            // axum runs this on a task of its own; the token makes shutdown wait for it.
-            let _tracked = tasks.token();
-            async move {
-                let _tracked = _tracked;
-                connection::serve_ws(ws, ctx, permit, peer.ip, peer.local_port).await;
-            }
+        // axum serves the upgraded socket on a task of its own; the token, taken before
+        // the answer leaves, makes shutdown wait for it like any connection task.
+        let tracked = ctx.tasks.token();
+        return upgrade.on_upgrade(move |ws| async move {
+            let _tracked = tracked;
+            connection::serve_ws(ws, ctx, permit, peer.ip, peer.local_port).await;
         });
     }
     match ctx.refusals.clone().try_acquire_owned() {
