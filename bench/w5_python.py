@@ -221,7 +221,17 @@ def main() -> int:
             port = free_port()
             db = os.path.join(tmp, f"w5-{run}.db")
             server = subprocess.Popen(
-                [args.server_bin, "--port", str(port), "--db", db, "--login-rate", "0", "--http", "off"],
+                [
+                    args.server_bin,
+                    "--port",
+                    str(port),
+                    "--db",
+                    db,
+                    "--login-rate",
+                    "0",
+                    "--http",
+                    "off",
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

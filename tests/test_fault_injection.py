@@ -54,7 +54,17 @@ def _free_port() -> int:
 
 def _start_server(port: int, db: Path) -> subprocess.Popen[str]:
     p = subprocess.Popen(
-        [sys.executable, "-m", "moechat.server", "--port", str(port), "--db", str(db), "--http", "off"],
+        [
+            sys.executable,
+            "-m",
+            "moechat.server",
+            "--port",
+            str(port),
+            "--db",
+            str(db),
+            "--http",
+            "off",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

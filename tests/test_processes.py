@@ -181,7 +181,8 @@ with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
 server = subprocess.Popen(
-    [sys.executable, "-m", "moechat.server", "--port", str(port), "--db", ":memory:", "--http", "off"],
+    [sys.executable, "-m", "moechat.server", "--port", str(port), "--db", ":memory:",
+     "--http", "off"],
     stderr=subprocess.DEVNULL,
 )
 for _ in range(200):
