@@ -385,12 +385,17 @@ impl Connection {
             if self.deadline < timer.deadline() {
                 timer.as_mut().reset(self.deadline);
             }
-            let starved = self.handle_input().await;
             if self.output.is_empty() && !self.unflushed {
-                // The socket has taken everything: that counts as delivered, and the
-                // next batch can be gathered.
+                // The socket has taken everything: that counts as delivered. Before the
+                // input is handled: one poll of the socket may both finish writing a
+                // push and read the client's ack of it, and that ack must find the
+                // push counted, or it would be dropped as acking what was never sent.
                 self.delivery
                     .report(self.session.ctx(), self.session.conn());
+            }
+            let starved = self.handle_input().await;
+            if self.output.is_empty() && !self.unflushed {
+                // The next batch can be gathered.
                 self.output = BytesMut::new();
                 self.gather();
                 if self.output.is_empty() {
