@@ -69,6 +69,9 @@ struct ServeArgs {
     /// Connections served at once
     #[arg(long, env = "MOECHAT_MAX_CONNECTIONS", default_value_t = config::MAX_CONNECTIONS.default_usize(), value_name = "N")]
     max_connections: usize,
+    /// Pushes queued for one connection before it is closed as a slow consumer (e/67)
+    #[arg(long, env = "MOECHAT_OUTBOUND_QUEUE", default_value_t = config::OUTBOUND_QUEUE.default_usize(), value_name = "N")]
+    outbound_queue: usize,
     /// Messages a connection may send per second (e/74 past it); 0 = no limit
     #[arg(long, env = "MOECHAT_RATE_LIMIT", default_value_t = config::RATE_LIMIT_DEFAULT, value_name = "MSGS_PER_SEC")]
     rate_limit: f64,
@@ -280,6 +283,7 @@ fn server_config(a: &ServeArgs, db: String) -> Result<ServerConfig, CliError> {
         max_frame_bytes: a.max_frame_bytes,
         max_text_bytes: a.max_text_bytes,
         max_connections: a.max_connections,
+        outbound_queue: a.outbound_queue,
         rate_limit: a.rate_limit,
         rate_burst: a.rate_burst,
         login_rate: a.login_rate,

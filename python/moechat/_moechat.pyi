@@ -40,6 +40,8 @@ class Defaults:
     @property
     def max_connections(self) -> int: ...
     @property
+    def outbound_queue(self) -> int: ...
+    @property
     def session_ttl(self) -> float: ...
     @property
     def rate_limit(self) -> float: ...
@@ -69,6 +71,7 @@ class ServerCore:
         max_frame_bytes: int,
         max_text_bytes: int,
         max_connections: int,
+        outbound_queue: int,
         session_ttl: float,
         rate_limit: float,
         rate_burst: int,

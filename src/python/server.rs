@@ -91,6 +91,7 @@ pub(super) struct Defaults {
     max_frame_bytes: u64,
     max_text_bytes: u64,
     max_connections: u64,
+    outbound_queue: u64,
     session_ttl: f64,
     rate_limit: f64,
     rate_burst: u64,
@@ -115,6 +116,7 @@ impl Defaults {
             max_frame_bytes: d.max_frame_bytes as u64,
             max_text_bytes: d.max_text_bytes as u64,
             max_connections: d.max_connections as u64,
+            outbound_queue: d.outbound_queue as u64,
             session_ttl: d.session_ttl.as_secs_f64(),
             rate_limit: d.rate_limit,
             rate_burst: d.rate_burst.into(),
@@ -131,7 +133,7 @@ impl ServerCore {
     #[new]
     #[pyo3(signature = (
         host, port, db, *, heartbeat, registration, max_frame_bytes, max_text_bytes,
-        max_connections, session_ttl, rate_limit, rate_burst, login_rate, account_failures,
+        max_connections, outbound_queue, session_ttl, rate_limit, rate_burst, login_rate, account_failures,
         hash_workers, hash_queue, hash_wait, tls_cert, tls_key, http, http_origins
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -144,6 +146,7 @@ impl ServerCore {
         max_frame_bytes: i128,
         max_text_bytes: i128,
         max_connections: i128,
+        outbound_queue: i128,
         session_ttl: f64,
         rate_limit: f64,
         rate_burst: i128,
@@ -170,6 +173,7 @@ impl ServerCore {
                 max_frame_bytes: config::MAX_FRAME_BYTES.from_int(max_frame_bytes)?,
                 max_text_bytes: config::MAX_TEXT_BYTES.from_int(max_text_bytes)?,
                 max_connections: config::MAX_CONNECTIONS.from_int(max_connections)?,
+                outbound_queue: config::OUTBOUND_QUEUE.from_int(outbound_queue)?,
                 session_ttl: config::SESSION_TTL.duration(session_ttl)?,
                 rate_limit,
                 rate_burst: config::RATE_BURST.from_int(rate_burst)?,
