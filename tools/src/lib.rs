@@ -4,8 +4,13 @@
 //! `moechat-server` build without this crate.
 //!
 //! This library holds what the tools share: starting a real `moechat-server`
-//! process, reading process memory, percentiles.
+//! process, reading process memory, percentiles; and the runners of
+//! `conformance/` (`moechat-conformance`): the pattern matcher, the transcript
+//! replayer and the scripted fake server.
 
 pub mod burst;
+pub mod conformance;
+pub mod play;
 pub mod seed;
 pub mod support;
+pub mod transcript;

@@ -1,0 +1,34 @@
+//! The server transcripts of conformance/ against the moechat-server built beside
+//! the runner: every row of PROTOCOL.md sections 1-3.6 that a client can provoke.
+
+use std::process::Command;
+
+#[test]
+fn the_server_passes_every_transcript() {
+    let out = Command::new(env!("CARGO_BIN_EXE_moechat-conformance"))
+        .arg("transcripts")
+        .args([
+            "--server-bin",
+            &moechat_tools::support::server_beside(env!("CARGO_BIN_EXE_moechat-conformance")),
+        ])
+        .output()
+        .expect("the runner runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap_or_default();
+    let (passed, total) = last
+        .split_once(" of ")
+        .map(|(p, rest)| {
+            (
+                p.to_string(),
+                rest.split(' ').next().unwrap_or("").to_string(),
+            )
+        })
+        .expect("a summary line");
+    assert_eq!(passed, total, "{stdout}");
+    assert!(total.parse::<u32>().unwrap() >= 15, "{stdout}");
+}
