@@ -4,7 +4,7 @@
 # are installed into a fresh virtual environment, .venv, on first use; the browser
 # tests' npm packages come from web/package-lock.json (`npm ci`), and Debian's
 # chromium is installed with apt-get when it is missing (as root, as CI runs).
-.PHONY: test lint rust-lint rust-test py-env py-build py-lint py-test web-lint web-env web-test fmt build serve clean-venv fuzz bench bench-python
+.PHONY: test lint rust-lint rust-test py-env py-build py-lint py-test conformance-bin web-lint web-env web-test fmt build serve clean-venv fuzz bench bench-python
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -44,10 +44,14 @@ py-lint: py-env
 	$(VENV)/bin/ruff format --check python tests bench web/tests
 	$(VENV)/bin/mypy python/moechat tests/*.py bench/*.py web/tests/*.py
 
-# stubtest checks the hand-written .pyi against the built extension.
-py-test: py-build
+# stubtest checks the hand-written .pyi against the built extension. The client
+# scripts of conformance/ need their fake server, moechat-conformance.
+py-test: py-build conformance-bin
 	$(VPY) -m mypy.stubtest moechat._moechat
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+conformance-bin:
+	cargo build --locked -p moechat-tools --bin moechat-conformance
 
 # The page and its tests are plain ES modules: node checks that each one parses.
 web-lint:
@@ -68,7 +72,7 @@ web-env:
 
 # The chat page in Chromium (playwright-core), and the JavaScript client in Node.js,
 # against the moechat-server binary; the Python peer comes from the venv.
-web-test: web-env py-build
+web-test: web-env py-build conformance-bin
 	cargo build --locked --bin moechat-server
 	cd web && MOECHAT_PYTHON=$(abspath $(VPY)) CHROMIUM=$(CHROMIUM) npm test
 

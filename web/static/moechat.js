@@ -281,7 +281,12 @@ export class Client extends EventTarget {
     if (direct) {
       // Repeats come after a reconnect (pushed, not yet acked): the app sees each once.
       if (this.seen.has(message.msg_id) || message.msg_id <= this.acked) {
-        this.ack(message.msg_id);
+        // Taken and acknowledged before, but the server has not seen the ack (it was
+        // lost with a connection): say it again. A repeat of one not yet taken waits
+        // for the original to be taken.
+        if (message.msg_id <= this.acked && this.options.acks) {
+          this.write({ status: 'r', status_code: Code.DELIVERED, info: { ack: this.acked } });
+        }
         return;
       }
       this.seen.add(message.msg_id);
