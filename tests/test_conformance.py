@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,17 +21,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted((ROOT / "conformance" / "client").glob("*.jsonl"))
 PLAYER = Path(
-    os.environ.get(
-        "MOECHAT_CONFORMANCE", ROOT / "target" / "debug" / "moechat-conformance"
-    )
+    os.environ.get("MOECHAT_CONFORMANCE", ROOT / "target" / "debug" / "moechat-conformance")
 )
 WAIT = 15.0
 
 
 def steps(path: Path) -> list[dict[str, Any]]:
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
         if line and not line.startswith("//"):
             out.append(json.loads(line))
     return out
@@ -126,8 +125,6 @@ class App:
             assert ok == ("result" in step), f"{step}: got {value}"
             assert matches(want, value), f"{step}: got {value}"
         elif op == "sleep":
-            import time
-
             time.sleep(step["ms"] / 1000)
         elif op == "close":
             if c is not None:
