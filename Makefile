@@ -4,7 +4,7 @@
 # are installed into a fresh virtual environment, .venv, on first use; the browser
 # tests' npm packages come from web/package-lock.json (`npm ci`), and Debian's
 # chromium is installed with apt-get when it is missing (as root, as CI runs).
-.PHONY: test lint rust-lint rust-test py-env py-build py-lint py-test conformance-bin web-lint web-env web-test fmt build serve clean-venv fuzz bench bench-python
+.PHONY: test lint rust-lint rust-test py-env py-build py-lint py-test conformance-bin web-lint web-env web-test go-lint go-test fmt build serve clean-venv fuzz bench bench-python
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,9 +13,9 @@ VPY := $(VENV)/bin/python
 # in one dir would rebuild pyo3's dependency chain every time.
 PY_TARGET := target/python
 
-test: lint rust-test py-test web-test
+test: lint rust-test py-test web-test go-test
 
-lint: rust-lint py-lint web-lint
+lint: rust-lint py-lint web-lint go-lint
 
 # --workspace: the library, moechat-server and the instruments in tools/ (whose tests
 # run the tools against the server binary built beside them).
@@ -76,8 +76,24 @@ web-test: web-env py-build conformance-bin
 	cargo build --locked --bin moechat-server
 	cd web && MOECHAT_PYTHON=$(abspath $(VPY)) CHROMIUM=$(CHROMIUM) npm test
 
+# The Go client: its own module, standard library only. Its tests run against fake
+# servers of their own, and here also against moechat-server and the Python client;
+# each fuzz target gets a few seconds beyond its seeds.
+GO ?= go
+go-lint:
+	cd clients/go && test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
+	cd clients/go && $(GO) vet ./...
+
+go-test: py-build
+	cargo build --locked --bin moechat-server
+	cd clients/go && MOECHAT_SERVER=$(abspath target/debug/moechat-server) MOECHAT_PYTHON=$(abspath $(VPY)) \
+	  $(GO) test -race -count=1 ./...
+	cd clients/go && $(GO) test -run '^$$' -fuzz FuzzParseFrame -fuzztime 5s .
+	cd clients/go && $(GO) test -run '^$$' -fuzz FuzzReadLine -fuzztime 5s .
+
 fmt:
 	cargo fmt --all
+	cd clients/go && gofmt -w .
 	$(VENV)/bin/ruff format python tests bench web/tests
 
 build:

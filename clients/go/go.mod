@@ -1,0 +1,3 @@
+module github.com/moechat/moechat/clients/go
+
+go 1.22
