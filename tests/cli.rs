@@ -60,6 +60,8 @@ fn assert_one_line_error(code: i32, stderr: &str, expected_code: i32, needle: &s
 struct Running {
     child: Child,
     port: u16,
+    /// What the log says after "chat page on ", once.
+    page: std::sync::mpsc::Receiver<String>,
 }
 
 /// Starts the server and waits for its `listening on` line.
@@ -76,14 +78,14 @@ fn start(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Running {
         .expect("spawn");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (page_tx, page) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if !sent {
-                if let Some(addr) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(addr.trim().to_string());
-                    sent = true;
-                }
+            if let Some(addr) = line.split("listening on ").nth(1) {
+                let _ = tx.send(addr.trim().to_string());
+            }
+            if let Some(url) = line.split("chat page on ").nth(1) {
+                let _ = page_tx.send(url.trim().to_string());
             }
         }
     });
@@ -91,7 +93,7 @@ fn start(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Running {
         .recv_timeout(Duration::from_secs(20))
         .expect("server says it is listening");
     let port = addr.rsplit(':').next().unwrap().parse().unwrap();
-    Running { child, port }
+    Running { child, port, page }
 }
 
 fn terminate(mut r: Running) -> i32 {
@@ -475,24 +477,13 @@ fn bad_settings_get_the_sentence_the_rust_api_gives() {
 #[test]
 fn the_http_listener_serves_the_page_and_health() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--port", "0", "--db", ":memory:", "--http", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(url) = line.split("chat page on ").nth(1) {
-                let _ = tx.send(url.trim().to_string());
-            }
-        }
-    });
-    let url = rx
+    let server = start(
+        &["--port", "0", "--db", ":memory:"],
+        dir.path(),
+        &[("MOECHAT_HTTP", "127.0.0.1:0")],
+    );
+    let url = server
+        .page
         .recv_timeout(Duration::from_secs(20))
         .expect("server says where the page is");
     let addr = url
@@ -507,7 +498,7 @@ fn the_http_listener_serves_the_page_and_health() {
     std::io::Read::read_to_string(&mut stream, &mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.ends_with("ok\n"), "{reply}");
-    assert_eq!(terminate(Running { child, port: 0 }), 0);
+    assert_eq!(terminate(server), 0);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestServer, WAIT};
+use common::{Frames, TestServer, WAIT};
 use moechat::client::{ClientError, ClientOptions, TlsOptions};
 use moechat::{Client, Server, ServerConfig, ServerError};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};

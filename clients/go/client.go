@@ -241,7 +241,8 @@ func (c *Client) queryOK(ctx context.Context, info any) (json.RawMessage, error)
 
 // Register creates a user (name: 1-32 characters from a-z 0-9 _ . -). The server
 // answers 43 if the name is taken, 44 if registration is closed, 42 if the name or
-// password is invalid; it is busy (24) it is tried again.
+// password is invalid; when it is too busy to hash the password (24), the request is
+// sent again after a short wait.
 func (c *Client) Register(ctx context.Context, user, password string) error {
 	info := map[string]string{"req": "register", "user": user, "password": password}
 	return retryBusy(ctx, func() error {

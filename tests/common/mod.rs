@@ -167,25 +167,6 @@ impl Raw {
         }
     }
 
-    /// Sends `frame` with a fresh `id` and returns the frame carrying that id,
-    /// skipping pushes that arrive first.
-    pub(crate) async fn call(&mut self, mut frame: Value) -> Value {
-        self.calls += 1;
-        let id = format!("call-{}", self.calls);
-        frame["id"] = json!(id);
-        self.send_json(frame).await;
-        loop {
-            let f = self.recv().await;
-            if f["id"] == json!(id) {
-                return f;
-            }
-            assert_eq!(
-                f["status"], "m",
-                "only pushes may come before the reply: {f}"
-            );
-        }
-    }
-
     /// Asserts the server closes the connection (EOF or reset) without sending more.
     pub(crate) async fn expect_closed(&mut self) {
         let mut rest = std::mem::take(&mut self.partial);
@@ -222,6 +203,48 @@ impl Raw {
             r,
             json!({"status":"r","status_code":30,"info":{"req":"pong"},"id":"alive"})
         );
+    }
+}
+
+/// A connection carrying frames (a TCP socket, a WebSocket), and requests on top.
+pub(crate) trait Frames {
+    async fn send_frame(&mut self, frame: Value);
+    /// The next frame; fails the test after [`WAIT`].
+    async fn next_frame(&mut self) -> Value;
+    /// A fresh `id` for [`Frames::call`].
+    fn call_id(&mut self) -> String;
+
+    /// Sends `frame` with a fresh `id` and returns the frame carrying that id,
+    /// skipping pushes that arrive first.
+    async fn call(&mut self, mut frame: Value) -> Value {
+        let id = self.call_id();
+        frame["id"] = json!(id);
+        self.send_frame(frame).await;
+        loop {
+            let f = self.next_frame().await;
+            if f["id"] == json!(id) {
+                return f;
+            }
+            assert_eq!(
+                f["status"], "m",
+                "only pushes may come before the reply: {f}"
+            );
+        }
+    }
+}
+
+impl Frames for Raw {
+    async fn send_frame(&mut self, frame: Value) {
+        self.send_json(frame).await;
+    }
+
+    async fn next_frame(&mut self) -> Value {
+        self.recv().await
+    }
+
+    fn call_id(&mut self) -> String {
+        self.calls += 1;
+        format!("call-{}", self.calls)
     }
 }
 

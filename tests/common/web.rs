@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::{password_of, query, WAIT};
+use super::{password_of, query, Frames, WAIT};
 
 /// Any byte stream a WebSocket can run over (plain TCP, or TLS).
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -110,30 +110,27 @@ impl Ws {
         self.recv().await
     }
 
-    /// Sends `frame` with a fresh `id`; returns the reply, skipping pushes before it.
-    pub(crate) async fn call(&mut self, mut frame: Value) -> Value {
-        self.calls += 1;
-        let id = format!("ws-call-{}", self.calls);
-        frame["id"] = json!(id);
-        self.send_json(frame).await;
-        loop {
-            let f = self.recv().await;
-            if f["id"] == json!(id) {
-                return f;
-            }
-            assert_eq!(
-                f["status"], "m",
-                "only pushes may come before the reply: {f}"
-            );
-        }
-    }
-
     pub(crate) async fn login(&mut self, user: &str) -> Value {
         let password = password_of(user);
         self.request(query(
             json!({"req": "login", "user": user, "password": password}),
         ))
         .await
+    }
+}
+
+impl Frames for Ws {
+    async fn send_frame(&mut self, frame: Value) {
+        self.send_json(frame).await;
+    }
+
+    async fn next_frame(&mut self) -> Value {
+        self.recv().await
+    }
+
+    fn call_id(&mut self) -> String {
+        self.calls += 1;
+        format!("ws-call-{}", self.calls)
     }
 }
 

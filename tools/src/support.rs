@@ -37,6 +37,24 @@ pub fn server_beside(tool: &str) -> String {
     bin.to_string_lossy().into_owned()
 }
 
+/// Runs the tool `bin` (a test's `CARGO_BIN_EXE_*`) with `args`, plus `--server-bin`
+/// naming the `moechat-server` built beside it; returns what it printed on stdout.
+/// Panics, showing both of its streams, unless it exited 0: only tests call it.
+pub fn run_beside(bin: &str, args: &[&str]) -> String {
+    let out = Command::new(bin)
+        .args(args)
+        .args(["--server-bin", &server_beside(bin)])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{bin} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// A started `moechat-server` and the ports it reported.
 pub struct ServerProcess {
     /// The server process (the tools read its memory by PID and stop it by signal).

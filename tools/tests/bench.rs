@@ -4,50 +4,44 @@
 //! Redis and NATS are compared only where they are installed, so the run is
 //! limited to MoeChat.
 
-use std::process::Command;
-
 #[test]
 fn a_tiny_benchmark_run_delivers_everything_exactly_once() {
-    let out = Command::new(env!("CARGO_BIN_EXE_moechat-bench"))
-        .args(["--targets", "moechat", "--runs", "1", "--json"])
-        .args(["--pairs", "3", "--messages", "300", "--window", "16"])
-        .args(["--receivers", "10", "--broadcasts", "30", "--rate", "300"])
-        .args([
+    let stdout = moechat_tools::support::run_beside(
+        env!("CARGO_BIN_EXE_moechat-bench"),
+        &[
+            "--targets",
+            "moechat",
+            "--runs",
+            "1",
+            "--json",
+            "--pairs",
+            "3",
+            "--messages",
+            "300",
+            "--window",
+            "16",
+            "--receivers",
+            "10",
+            "--broadcasts",
+            "30",
+            "--rate",
+            "300",
             "--idle",
             "50",
             "--login-seconds",
             "0.5",
             "--login-workers",
             "2",
-        ])
-        .args([
-            "--server-bin",
-            &moechat_tools::support::server_beside(env!("CARGO_BIN_EXE_moechat-bench")),
-        ])
-        .output()
-        .expect("bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect();
+    let lines = json_lines(&stdout);
     let workloads: Vec<&str> = lines
         .iter()
         .map(|l| l["workload"].as_str().unwrap())
         .collect();
     assert_eq!(workloads, ["w1", "w2", "w2_tenth", "w3", "w4"]);
     for line in &lines[..3] {
-        let f = &line["figures"];
-        assert_eq!(f["lost"], 0, "{line}");
-        assert_eq!(f["duplicates"], 0, "{line}");
-        assert_eq!(f["out_of_order_gaps"], 0, "{line}");
-        assert_eq!(f["errors"], 0, "{line}");
-        assert_eq!(f["delivered"], f["expected"], "{line}");
+        assert_exactly_once(line);
     }
     assert!(
         lines[3]["figures"]["bytes_per_connection"]
@@ -68,16 +62,15 @@ fn a_tiny_benchmark_run_delivers_everything_exactly_once() {
 
 #[test]
 fn the_websocket_mode_delivers_everything_exactly_once() {
-    let out = Command::new(env!("CARGO_BIN_EXE_moechat-bench"))
-        .args([
+    let stdout = moechat_tools::support::run_beside(
+        env!("CARGO_BIN_EXE_moechat-bench"),
+        &[
             "--targets",
             "moechat-ws",
             "--workloads",
             "w1,w2",
             "--runs",
             "1",
-        ])
-        .args([
             "--json",
             "--pairs",
             "3",
@@ -85,32 +78,37 @@ fn the_websocket_mode_delivers_everything_exactly_once() {
             "300",
             "--window",
             "16",
-        ])
-        .args(["--receivers", "10", "--broadcasts", "30", "--rate", "300"])
-        .args([
-            "--server-bin",
-            &moechat_tools::support::server_beside(env!("CARGO_BIN_EXE_moechat-bench")),
-        ])
-        .output()
-        .expect("bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+            "--receivers",
+            "10",
+            "--broadcasts",
+            "30",
+            "--rate",
+            "300",
+        ],
     );
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect();
+    let lines = json_lines(&stdout);
     assert_eq!(lines.len(), 3, "{stdout}");
     for line in &lines {
         assert_eq!(line["target"], "moechat-ws");
-        let f = &line["figures"];
-        assert_eq!(f["lost"], 0, "{line}");
-        assert_eq!(f["duplicates"], 0, "{line}");
-        assert_eq!(f["out_of_order_gaps"], 0, "{line}");
-        assert_eq!(f["errors"], 0, "{line}");
-        assert!(f["server_cpu_s"].as_f64().is_some(), "{line}");
+        assert_exactly_once(line);
+        assert!(line["figures"]["server_cpu_s"].as_f64().is_some(), "{line}");
     }
+}
+
+/// One JSON value per line of the tool's output.
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// Every message of a W1 or W2 run arrived once, in order, without errors.
+fn assert_exactly_once(line: &serde_json::Value) {
+    let f = &line["figures"];
+    assert_eq!(f["lost"], 0, "{line}");
+    assert_eq!(f["duplicates"], 0, "{line}");
+    assert_eq!(f["out_of_order_gaps"], 0, "{line}");
+    assert_eq!(f["errors"], 0, "{line}");
+    assert_eq!(f["delivered"], f["expected"], "{line}");
 }

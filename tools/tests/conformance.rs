@@ -1,23 +1,11 @@
 //! The server transcripts of conformance/ against the moechat-server built beside
 //! the runner: every row of PROTOCOL.md sections 1-3.6 that a client can provoke.
 
-use std::process::Command;
-
 #[test]
 fn the_server_passes_every_transcript() {
-    let out = Command::new(env!("CARGO_BIN_EXE_moechat-conformance"))
-        .arg("transcripts")
-        .args([
-            "--server-bin",
-            &moechat_tools::support::server_beside(env!("CARGO_BIN_EXE_moechat-conformance")),
-        ])
-        .output()
-        .expect("the runner runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = moechat_tools::support::run_beside(
+        env!("CARGO_BIN_EXE_moechat-conformance"),
+        &["transcripts"],
     );
     let last = stdout.lines().last().unwrap_or_default();
     let (passed, total) = last
