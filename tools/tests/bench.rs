@@ -6,26 +6,10 @@
 
 #[test]
 fn a_tiny_benchmark_run_delivers_everything_exactly_once() {
-    let stdout = moechat_tools::support::run_beside(
-        env!("CARGO_BIN_EXE_moechat-bench"),
+    let args = [
+        &["--targets", "moechat"][..],
+        SMALL,
         &[
-            "--targets",
-            "moechat",
-            "--runs",
-            "1",
-            "--json",
-            "--pairs",
-            "3",
-            "--messages",
-            "300",
-            "--window",
-            "16",
-            "--receivers",
-            "10",
-            "--broadcasts",
-            "30",
-            "--rate",
-            "300",
             "--idle",
             "50",
             "--login-seconds",
@@ -33,7 +17,9 @@ fn a_tiny_benchmark_run_delivers_everything_exactly_once() {
             "--login-workers",
             "2",
         ],
-    );
+    ]
+    .concat();
+    let stdout = moechat_tools::support::run_beside(env!("CARGO_BIN_EXE_moechat-bench"), &args);
     let lines = json_lines(&stdout);
     let workloads: Vec<&str> = lines
         .iter()
@@ -62,30 +48,12 @@ fn a_tiny_benchmark_run_delivers_everything_exactly_once() {
 
 #[test]
 fn the_websocket_mode_delivers_everything_exactly_once() {
-    let stdout = moechat_tools::support::run_beside(
-        env!("CARGO_BIN_EXE_moechat-bench"),
-        &[
-            "--targets",
-            "moechat-ws",
-            "--workloads",
-            "w1,w2",
-            "--runs",
-            "1",
-            "--json",
-            "--pairs",
-            "3",
-            "--messages",
-            "300",
-            "--window",
-            "16",
-            "--receivers",
-            "10",
-            "--broadcasts",
-            "30",
-            "--rate",
-            "300",
-        ],
-    );
+    let args = [
+        &["--targets", "moechat-ws", "--workloads", "w1,w2"][..],
+        SMALL,
+    ]
+    .concat();
+    let stdout = moechat_tools::support::run_beside(env!("CARGO_BIN_EXE_moechat-bench"), &args);
     let lines = json_lines(&stdout);
     assert_eq!(lines.len(), 3, "{stdout}");
     for line in &lines {
@@ -94,6 +62,25 @@ fn the_websocket_mode_delivers_everything_exactly_once() {
         assert!(line["figures"]["server_cpu_s"].as_f64().is_some(), "{line}");
     }
 }
+
+/// A run of seconds: one of each workload, few connections and messages.
+const SMALL: &[&str] = &[
+    "--runs",
+    "1",
+    "--json",
+    "--pairs",
+    "3",
+    "--messages",
+    "300",
+    "--window",
+    "16",
+    "--receivers",
+    "10",
+    "--broadcasts",
+    "30",
+    "--rate",
+    "300",
+];
 
 /// One JSON value per line of the tool's output.
 fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
