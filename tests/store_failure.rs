@@ -13,7 +13,7 @@ use moechat::config::HttpListen;
 use moechat::protocol::request::Peer;
 use moechat::protocol::ChatMessage;
 use moechat::store::{
-    CommitSink, Committing, NewMessage, SqliteStore, Store, StoreError, StoreFuture,
+    CommitSink, Committing, NewMessage, SessionRecord, SqliteStore, Store, StoreError, StoreFuture,
 };
 use moechat::{Server, ServerConfig};
 use serde_json::json;
@@ -73,7 +73,7 @@ impl Store for Flaky {
     ) -> StoreFuture<'_, ()> {
         self.inner.create_session(token_hash, user, expires_ms)
     }
-    fn session(&self, token_hash: String) -> StoreFuture<'_, Option<(String, i64)>> {
+    fn session(&self, token_hash: String) -> StoreFuture<'_, Option<SessionRecord>> {
         self.inner.session(token_hash)
     }
     fn delete_session(&self, token_hash: String) -> StoreFuture<'_, ()> {

@@ -81,7 +81,7 @@ impl Accounts {
     /// Whether `token` is a live session of `user`.
     pub async fn resume(&self, user: &str, token: &str) -> Result<bool, AccountError> {
         let found = self.store.session(session_key(token)).await?;
-        Ok(matches!(found, Some((owner, expires)) if owner == user && expires > now_ms()))
+        Ok(found.is_some_and(|s| s.user == user && s.expires_ms > now_ms()))
     }
 
     /// Voids a session (logout); an unknown token is not an error.

@@ -178,9 +178,29 @@ impl Server {
     }
 
     /// Like [`Server::bind`], with the store made by `open`: the seam for another
-    /// [`Store`] implementation. `open` runs on the blocking pool and must route every
-    /// committed message through the sink it is given (the server's hub).
+    /// [`Store`] implementation, on the in-process hub ([`LocalHub`]). `open` runs on
+    /// the blocking pool and must route every committed message through the sink it
+    /// is given (the server's hub).
     pub async fn bind_with_store<F>(config: ServerConfig, open: F) -> Result<Server, ServerError>
+    where
+        F: FnOnce(Arc<dyn CommitSink>) -> Result<Arc<dyn Store>, StoreError> + Send + 'static,
+    {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(LocalHub::with_metrics(metrics.clone()));
+        Server::bind_with(config, hub, metrics, open).await
+    }
+
+    /// The full seam: a server on `hub` (presence and routing, which another
+    /// implementation may spread over machines) and the store `open` makes, which
+    /// must route every committed message through the hub it is handed, in the order
+    /// of the store contract (`store` module). `metrics` is what `/metrics` reports;
+    /// the hub counts into it too, if it was given the same.
+    pub async fn bind_with<F>(
+        config: ServerConfig,
+        hub: Arc<dyn Hub>,
+        metrics: Arc<Metrics>,
+        open: F,
+    ) -> Result<Server, ServerError>
     where
         F: FnOnce(Arc<dyn CommitSink>) -> Result<Arc<dyn Store>, StoreError> + Send + 'static,
     {
@@ -192,8 +212,6 @@ impl Server {
             (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
             _ => None,
         };
-        let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(LocalHub::with_metrics(metrics.clone()));
         let sink: Arc<dyn CommitSink> = hub.clone();
         let store = tokio::task::spawn_blocking(move || open(sink))
             .await

@@ -6,8 +6,11 @@
 //! `msg_id`, and it reports every committed message to a [`CommitSink`] in
 //! `msg_id` order *after* it is durable: that ordered feed is what lets a
 //! recipient's single delivery cursor be sound (everything at or below it was
-//! written to the recipient's connection).
+//! written to the recipient's connection). The whole contract, and the tests every
+//! implementation runs (`contract`), are described in docs/store.md.
 
+#[cfg(test)]
+mod contract;
 mod schema;
 mod sqlite;
 
@@ -44,15 +47,25 @@ pub enum StoreError {
     /// No user of that name.
     #[error("no such user {0:?}")]
     NoSuchUser(String),
-    /// SQLite failed while running an operation; it had no effect.
+    /// The backend failed while running an operation; it had no effect. The reason is
+    /// the backend's own words, for the log (clients are told only `e`/60).
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Backend(String),
     /// A whole transaction failed (could not begin or commit); none of it took effect.
     #[error("database error: {0}")]
     Transaction(String),
     /// The store has been closed.
     #[error("the store is closed")]
     Closed,
+}
+
+/// A resumable session as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Whose session it is.
+    pub user: String,
+    /// When it stops being valid, Unix epoch milliseconds.
+    pub expires_ms: i64,
 }
 
 /// A message to append to the log.
@@ -165,8 +178,8 @@ pub trait Store: Send + Sync + 'static {
         user: String,
         expires_ms: i64,
     ) -> StoreFuture<'_, ()>;
-    /// The user and expiry of a session, if it exists.
-    fn session(&self, token_hash: String) -> StoreFuture<'_, Option<(String, i64)>>;
+    /// The session `token_hash` names, if it exists.
+    fn session(&self, token_hash: String) -> StoreFuture<'_, Option<SessionRecord>>;
     /// Forgets a session (logout).
     fn delete_session(&self, token_hash: String) -> StoreFuture<'_, ()>;
     /// Whether the store takes writes now: its last write transaction committed and it

@@ -21,7 +21,10 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use tokio::sync::{mpsc, oneshot};
 
 use super::schema;
-use super::{Appended, CommitSink, Committing, NewMessage, Routed, Store, StoreError, StoreFuture};
+use super::{
+    Appended, CommitSink, Committing, NewMessage, Routed, SessionRecord, Store, StoreError,
+    StoreFuture,
+};
 use crate::config::MEMORY_DB;
 use crate::protocol::reply::ChatMessage;
 use crate::protocol::request::Peer;
@@ -80,7 +83,7 @@ enum Command {
     },
     Session {
         token_hash: String,
-        reply: Reply<Option<(String, i64)>>,
+        reply: Reply<Option<SessionRecord>>,
     },
     DeleteSession {
         token_hash: String,
@@ -306,7 +309,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn session(&self, token_hash: String) -> StoreFuture<'_, Option<(String, i64)>> {
+    fn session(&self, token_hash: String) -> StoreFuture<'_, Option<SessionRecord>> {
         self.call(|reply| Command::Session { token_hash, reply })
     }
 
@@ -372,8 +375,8 @@ enum Done {
         Result<Vec<ChatMessage>, StoreError>,
     ),
     Session(
-        Reply<Option<(String, i64)>>,
-        Result<Option<(String, i64)>, StoreError>,
+        Reply<Option<SessionRecord>>,
+        Result<Option<SessionRecord>, StoreError>,
     ),
     Appended(Reply<Appended>, Result<Outcome, StoreError>),
 }
@@ -574,6 +577,12 @@ fn run(
     drop(conn);
     if let Some(reply) = close_reply {
         let _ = reply.send(Ok(()));
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Backend(e.to_string())
     }
 }
 
@@ -869,10 +878,15 @@ fn create_session(
 fn session(
     tx: &rusqlite::Transaction<'_>,
     token_hash: &str,
-) -> Result<Option<(String, i64)>, StoreError> {
+) -> Result<Option<SessionRecord>, StoreError> {
     Ok(tx
         .prepare_cached("SELECT user, expires_ms FROM sessions WHERE token_hash = ?1")?
-        .query_row([token_hash], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([token_hash], |r| {
+            Ok(SessionRecord {
+                user: r.get(0)?,
+                expires_ms: r.get(1)?,
+            })
+        })
         .optional()?)
 }
 
@@ -1041,10 +1055,22 @@ fn history(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NoRouting, Routed};
+    use crate::store::contract::Maker;
+    use crate::store::NoRouting;
 
-    fn store() -> SqliteStore {
-        SqliteStore::open(MEMORY_DB, Arc::new(NoRouting)).unwrap()
+    /// SQLite on a file in the contract's folder.
+    struct OnFile;
+
+    impl Maker for OnFile {
+        fn open(&self, dir: &std::path::Path, sink: Arc<dyn CommitSink>) -> Arc<dyn Store> {
+            let path = dir.join("moechat.db");
+            Arc::new(SqliteStore::open(path.to_str().unwrap(), sink).unwrap())
+        }
+    }
+
+    mod contract {
+        use super::OnFile;
+        crate::store::contract::store_contract!(OnFile);
     }
 
     /// A store on the file `name` in `dir`, for tests that reopen it or read it beside.
@@ -1070,146 +1096,6 @@ mod tests {
     fn with_nonce(mut m: NewMessage, nonce: &str) -> NewMessage {
         m.nonce = Some(nonce.into());
         m
-    }
-
-    #[tokio::test]
-    async fn a_repeated_nonce_returns_the_first_message() {
-        let s = store();
-        s.create_user("a".into(), "h".into()).await.unwrap();
-        s.create_user("b".into(), "h".into()).await.unwrap();
-        let first = s
-            .append(with_nonce(dm("a", "b", "one"), "n1"))
-            .await
-            .unwrap();
-        assert!(!first.duplicate);
-        let again = s
-            .append(with_nonce(dm("a", "b", "changed"), "n1"))
-            .await
-            .unwrap();
-        assert!(again.duplicate);
-        assert_eq!(again.message, first.message, "the first message wins");
-        // Another sender's nonce is its own; a fresh nonce is a new message.
-        let other = s.append(with_nonce(dm("b", "a", "x"), "n1")).await.unwrap();
-        assert!(!other.duplicate);
-        let fresh = s
-            .append(with_nonce(dm("a", "b", "two"), "n2"))
-            .await
-            .unwrap();
-        assert!(!fresh.duplicate);
-        let h = s
-            .history("a".into(), Peer::User("b".into()), None, 50)
-            .await
-            .unwrap();
-        assert_eq!(h.len(), 3, "nothing new was stored for the repeat");
-        // Outside the window the nonce is free again.
-        let mut late = with_nonce(dm("a", "b", "late"), "n1");
-        late.nonce_window = std::time::Duration::ZERO;
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        assert!(!s.append(late).await.unwrap().duplicate);
-    }
-
-    #[tokio::test]
-    async fn repeats_in_one_batch_share_the_first_receipt() {
-        let s = Arc::new(store());
-        s.create_user("a".into(), "h".into()).await.unwrap();
-        s.create_user("b".into(), "h".into()).await.unwrap();
-        let tasks: Vec<_> = (0..20)
-            .map(|i| {
-                let s = s.clone();
-                tokio::spawn(async move {
-                    s.append(with_nonce(dm("a", "b", &i.to_string()), "same"))
-                        .await
-                })
-            })
-            .collect();
-        let mut ids = Vec::new();
-        let mut firsts = 0;
-        for t in tasks {
-            let a = t.await.unwrap().unwrap();
-            firsts += usize::from(!a.duplicate);
-            ids.push(a.message.msg_id);
-        }
-        assert_eq!(firsts, 1);
-        ids.dedup();
-        assert_eq!(ids.len(), 1, "every repeat names the same msg_id");
-    }
-
-    #[tokio::test]
-    async fn users_are_unique_and_listed() {
-        let s = store();
-        s.create_user("bob".into(), "h1".into()).await.unwrap();
-        s.create_user("alice".into(), "h2".into()).await.unwrap();
-        assert!(matches!(
-            s.create_user("bob".into(), "h3".into()).await,
-            Err(StoreError::UserExists(_))
-        ));
-        assert_eq!(s.list_users().await.unwrap(), vec!["alice", "bob"]);
-        assert_eq!(
-            s.password_hash("bob".into()).await.unwrap().as_deref(),
-            Some("h1")
-        );
-        assert!(s.delete_user("bob".into()).await.unwrap());
-        assert!(!s.delete_user("bob".into()).await.unwrap());
-        assert_eq!(s.password_hash("bob".into()).await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn append_assigns_increasing_ids_and_checks_the_recipient() {
-        let s = store();
-        s.create_user("a".into(), "h".into()).await.unwrap();
-        s.create_user("b".into(), "h".into()).await.unwrap();
-        let m1 = s.append(dm("a", "b", "one")).await.unwrap();
-        let m2 = s.append(dm("b", "a", "two")).await.unwrap();
-        assert!(m2.message.msg_id > m1.message.msg_id);
-        assert_eq!(m1.routed, Routed::default());
-        assert!(matches!(
-            s.append(dm("a", "nobody", "x")).await,
-            Err(StoreError::NoSuchUser(_))
-        ));
-        let h = s
-            .history("a".into(), Peer::User("b".into()), None, 50)
-            .await
-            .unwrap();
-        assert_eq!(
-            h.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(),
-            vec!["one", "two"]
-        );
-        let h = s
-            .history(
-                "a".into(),
-                Peer::User("b".into()),
-                Some(m2.message.msg_id),
-                50,
-            )
-            .await
-            .unwrap();
-        assert_eq!(h.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn cursor_hides_delivered_messages() {
-        let s = store();
-        s.create_user("a".into(), "h".into()).await.unwrap();
-        s.create_user("b".into(), "h".into()).await.unwrap();
-        let mut ids = Vec::new();
-        for i in 0..5 {
-            ids.push(
-                s.append(dm("a", "b", &i.to_string()))
-                    .await
-                    .unwrap()
-                    .message
-                    .msg_id,
-            );
-        }
-        assert_eq!(s.undelivered("b".into(), None, 100).await.unwrap().len(), 5);
-        s.advance_cursor("b", ids[2]);
-        let rest = s.undelivered("b".into(), None, 100).await.unwrap();
-        assert_eq!(
-            rest.iter().map(|m| m.msg_id).collect::<Vec<_>>(),
-            ids[3..].to_vec()
-        );
-        s.advance_cursor("b", ids[0]); // never goes backwards
-        assert_eq!(s.undelivered("b".into(), None, 100).await.unwrap().len(), 2);
     }
 
     /// The cursor column as another connection reads it (WAL lets it while the store runs).
@@ -1249,33 +1135,6 @@ mod tests {
         s.advance_cursor("b", second);
         s.create_user("c".into(), "h".into()).await.unwrap();
         assert_eq!(stored_cursor(&path, "b"), to_sql_id(second));
-        s.close().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn ids_are_never_handed_out_twice_even_after_the_newest_are_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, s) = file_store(&dir, "ids.db");
-        for u in ["a", "b", "c"] {
-            s.create_user(u.into(), "h".into()).await.unwrap();
-        }
-        s.append(dm("a", "b", "kept")).await.unwrap();
-        let newest = s.append(dm("c", "b", "gone")).await.unwrap().message.msg_id;
-        // Deleting c deletes the newest message; its id stays used, restart or not.
-        assert!(s.delete_user("c".into()).await.unwrap());
-        let after_delete = s.append(dm("a", "b", "next")).await.unwrap().message.msg_id;
-        assert_eq!(after_delete, newest + 1);
-        assert!(s.delete_user("a".into()).await.unwrap());
-        s.close().await.unwrap();
-        let s = open_file(&path);
-        s.create_user("a".into(), "h".into()).await.unwrap();
-        let reopened = s
-            .append(dm("a", "b", "later"))
-            .await
-            .unwrap()
-            .message
-            .msg_id;
-        assert_eq!(reopened, after_delete + 1);
         s.close().await.unwrap();
     }
 
@@ -1361,46 +1220,6 @@ mod tests {
         assert_eq!(indexes, 3);
     }
 
-    #[tokio::test]
-    async fn a_user_made_again_does_not_inherit_an_unwritten_cursor() {
-        let s = store();
-        s.create_user("a".into(), "h".into()).await.unwrap();
-        s.create_user("b".into(), "h".into()).await.unwrap();
-        let id = s.append(dm("a", "b", "old")).await.unwrap().message.msg_id;
-        s.advance_cursor("b", id + 100);
-        assert!(s.delete_user("b".into()).await.unwrap());
-        s.create_user("b".into(), "h".into()).await.unwrap();
-        let fresh = s.append(dm("a", "b", "new")).await.unwrap().message;
-        let got = s.undelivered("b".into(), None, 10).await.unwrap();
-        assert_eq!(got, vec![(*fresh).clone()]);
-    }
-
-    #[tokio::test]
-    async fn broadcast_history_is_separate() {
-        let s = store();
-        s.create_user("a".into(), "h".into()).await.unwrap();
-        s.append(NewMessage {
-            from: "a".into(),
-            to: None,
-            text: "all".into(),
-            nonce: None,
-            nonce_window: std::time::Duration::from_secs(60),
-        })
-        .await
-        .unwrap();
-        let h = s
-            .history("a".into(), Peer::Broadcasts, None, 10)
-            .await
-            .unwrap();
-        assert_eq!(h.len(), 1);
-        assert_eq!(h[0].to, None);
-        assert!(s
-            .undelivered("a".into(), None, 10)
-            .await
-            .unwrap()
-            .is_empty());
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_share_transactions() {
         let dir = tempfile::tempdir().unwrap();
@@ -1429,13 +1248,5 @@ mod tests {
             used < 100,
             "400 concurrent appends took {used} transactions"
         );
-    }
-
-    #[tokio::test]
-    async fn close_refuses_later_calls() {
-        let s = store();
-        s.close().await.unwrap();
-        assert!(matches!(s.list_users().await, Err(StoreError::Closed)));
-        s.close().await.unwrap();
     }
 }
