@@ -10,6 +10,12 @@
 //! are the exception that may lag: they ride on the next transaction that writes
 //! anyway, or get one of their own [`CURSOR_DELAY`] later, so a batch of reads
 //! (a receiver fetching its backlog while it acks) stays a read with no fsync.
+//!
+//! An operation is a job: the closure its [`Store`] method hands to
+//! `SqliteStore::job`, run on the thread inside the batch's transaction, its answer
+//! sent after the commit. A new operation is that method and its SQL, nothing else.
+//! Appends alone have their own command: they take a `msg_id` and are routed after
+//! the commit.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,53 +47,15 @@ const CURSOR_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// What the store's thread is asked to do.
 enum Command {
-    CreateUser {
-        name: String,
-        hash: String,
-        reply: Reply<()>,
-    },
-    PasswordHash {
-        name: String,
-        reply: Reply<Option<String>>,
-    },
-    DeleteUser {
-        name: String,
-        reply: Reply<bool>,
-    },
-    ListUsers {
-        reply: Reply<Vec<String>>,
-    },
+    /// Any operation but an append: it runs inside the batch's transaction, and its
+    /// answer leaves once the transaction has committed (see [`Job`]).
+    Job(Box<dyn Job>),
+    /// Appends are special: they take a `msg_id`, and are routed after the commit.
     Append {
         message: NewMessage,
         reply: Reply<Appended>,
-    },
-    Undelivered {
-        user: String,
-        after: Option<u64>,
-        limit: u32,
-        reply: Reply<Vec<ChatMessage>>,
-    },
-    History {
-        user: String,
-        peer: Peer,
-        before: Option<u64>,
-        limit: u32,
-        reply: Reply<Vec<ChatMessage>>,
-    },
-    CreateSession {
-        token_hash: String,
-        user: String,
-        expires_ms: i64,
-        reply: Reply<()>,
-    },
-    Session {
-        token_hash: String,
-        reply: Reply<Option<SessionRecord>>,
-    },
-    DeleteSession {
-        token_hash: String,
-        reply: Reply<()>,
     },
     /// Write the cursor advances waiting (sent [`CURSOR_DELAY`] after the first).
     FlushCursors,
@@ -100,19 +68,62 @@ impl Command {
     /// Whether running it writes to the database (and so its transaction ends in an fsync).
     fn writes(&self) -> bool {
         match self {
-            Command::CreateUser { .. }
-            | Command::DeleteUser { .. }
-            | Command::Append { .. }
-            | Command::CreateSession { .. }
-            | Command::DeleteSession { .. }
-            | Command::FlushCursors
-            | Command::Close { .. } => true,
-            Command::PasswordHash { .. }
-            | Command::ListUsers { .. }
-            | Command::Undelivered { .. }
-            | Command::History { .. }
-            | Command::Session { .. } => false,
+            Command::Job(job) => job.writes(),
+            Command::Append { .. } | Command::FlushCursors | Command::Close { .. } => true,
         }
+    }
+}
+
+/// What a job may use besides the transaction.
+struct Batch<'a> {
+    /// Recipients known to exist in this transaction (a delete clears it).
+    known: &'a mut HashSet<String>,
+    cursors: &'a mut Cursors,
+}
+
+/// One operation of the store: the whole of it is the closure a [`Store`] method
+/// gives to [`SqliteStore::job`], so a new operation is written in one place.
+trait Job: Send {
+    fn writes(&self) -> bool;
+    /// Runs it inside the batch's transaction; the answer waits for the commit.
+    fn run(self: Box<Self>, tx: &rusqlite::Transaction<'_>, batch: &mut Batch<'_>) -> Answer;
+    /// The transaction could not begin: answer with the failure.
+    fn fail(self: Box<Self>, reason: &str);
+}
+
+/// A job's result and whom to give it, sent once the transaction commits (or turned
+/// into the commit's failure).
+type Answer = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+struct Query<T, F> {
+    writes: bool,
+    run: F,
+    reply: Reply<T>,
+}
+
+impl<T, F> Job for Query<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&rusqlite::Transaction<'_>, &mut Batch<'_>) -> Result<T, StoreError> + Send,
+{
+    fn writes(&self) -> bool {
+        self.writes
+    }
+
+    fn run(self: Box<Self>, tx: &rusqlite::Transaction<'_>, batch: &mut Batch<'_>) -> Answer {
+        let Query { run, reply, .. } = *self;
+        let result = run(tx, batch);
+        Box::new(move |committed: Result<(), String>| {
+            // A caller that went away (its connection closed) simply drops the answer.
+            let _ = reply.send(match committed {
+                Ok(()) => result,
+                Err(reason) => Err(StoreError::Transaction(reason)),
+            });
+        })
+    }
+
+    fn fail(self: Box<Self>, reason: &str) {
+        let _ = self.reply.send(Err(StoreError::Transaction(reason.into())));
     }
 }
 
@@ -189,12 +200,17 @@ impl SqliteStore {
         self.transactions.load(Ordering::Relaxed)
     }
 
-    fn call<T: Send + 'static>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Command,
-    ) -> StoreFuture<'_, T> {
+    /// Runs `run` on the store's thread, inside a transaction (one that writes, and
+    /// so ends in an fsync, if `writes`), and answers once it has committed.
+    fn job<T, F>(&self, writes: bool, run: F) -> StoreFuture<'_, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>, &mut Batch<'_>) -> Result<T, StoreError>
+            + Send
+            + 'static,
+    {
         let (reply, rx) = oneshot::channel();
-        let command = make(reply);
+        let command = Command::Job(Box::new(Query { writes, run, reply }));
         Box::pin(async move {
             self.tx
                 .send(command)
@@ -207,23 +223,24 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn create_user(&self, name: String, password_hash: String) -> StoreFuture<'_, ()> {
-        self.call(|reply| Command::CreateUser {
-            name,
-            hash: password_hash,
-            reply,
-        })
+        self.job(true, move |tx, _| create_user(tx, name, &password_hash))
     }
 
     fn password_hash(&self, name: String) -> StoreFuture<'_, Option<String>> {
-        self.call(|reply| Command::PasswordHash { name, reply })
+        self.job(false, move |tx, _| password_hash(tx, &name))
     }
 
     fn delete_user(&self, name: String) -> StoreFuture<'_, bool> {
-        self.call(|reply| Command::DeleteUser { name, reply })
+        self.job(true, move |tx, batch| {
+            batch.known.clear();
+            // A user made again under this name starts from nothing.
+            batch.cursors.unsaved.remove(&name);
+            delete_user(tx, &name)
+        })
     }
 
     fn list_users(&self) -> StoreFuture<'_, Vec<String>> {
-        self.call(|reply| Command::ListUsers { reply })
+        self.job(false, |tx, _| list_users(tx))
     }
 
     fn submit(&self, message: NewMessage) -> StoreFuture<'_, Committing> {
@@ -246,11 +263,8 @@ impl Store for SqliteStore {
         after: Option<u64>,
         limit: u32,
     ) -> StoreFuture<'_, Vec<ChatMessage>> {
-        self.call(|reply| Command::Undelivered {
-            user,
-            after,
-            limit,
-            reply,
+        self.job(false, move |tx, batch| {
+            undelivered(tx, &user, after, limit, batch.cursors)
         })
     }
 
@@ -261,13 +275,7 @@ impl Store for SqliteStore {
         before: Option<u64>,
         limit: u32,
     ) -> StoreFuture<'_, Vec<ChatMessage>> {
-        self.call(|reply| Command::History {
-            user,
-            peer,
-            before,
-            limit,
-            reply,
-        })
+        self.job(false, move |tx, _| history(tx, &user, &peer, before, limit))
     }
 
     fn advance_cursor(&self, user: &str, msg_id: u64) {
@@ -301,20 +309,20 @@ impl Store for SqliteStore {
         user: String,
         expires_ms: i64,
     ) -> StoreFuture<'_, ()> {
-        self.call(|reply| Command::CreateSession {
-            token_hash,
-            user,
-            expires_ms,
-            reply,
+        self.job(true, move |tx, _| {
+            create_session(tx, &token_hash, &user, expires_ms)
         })
     }
 
     fn session(&self, token_hash: String) -> StoreFuture<'_, Option<SessionRecord>> {
-        self.call(|reply| Command::Session { token_hash, reply })
+        self.job(false, move |tx, _| session(tx, &token_hash))
     }
 
     fn delete_session(&self, token_hash: String) -> StoreFuture<'_, ()> {
-        self.call(|reply| Command::DeleteSession { token_hash, reply })
+        self.job(true, move |tx, _| {
+            tx.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])?;
+            Ok(())
+        })
     }
 
     fn writable(&self) -> bool {
@@ -366,18 +374,7 @@ fn open_connection(path: &str) -> Result<(Connection, MsgIds), String> {
 
 /// A command's result, held until the transaction commits.
 enum Done {
-    Unit(Reply<()>, Result<(), StoreError>),
-    Hash(Reply<Option<String>>, Result<Option<String>, StoreError>),
-    Bool(Reply<bool>, Result<bool, StoreError>),
-    Names(Reply<Vec<String>>, Result<Vec<String>, StoreError>),
-    Messages(
-        Reply<Vec<ChatMessage>>,
-        Result<Vec<ChatMessage>, StoreError>,
-    ),
-    Session(
-        Reply<Option<SessionRecord>>,
-        Result<Option<SessionRecord>, StoreError>,
-    ),
+    Job(Answer),
     Appended(Reply<Appended>, Result<Outcome, StoreError>),
 }
 
@@ -667,48 +664,16 @@ fn run_batch(
             continue;
         }
         done.push(match command {
-            Command::CreateUser { name, hash, reply } => {
-                Done::Unit(reply, create_user(&tx, name, &hash))
+            Command::Job(job) => {
+                let mut batch = Batch {
+                    known: &mut known,
+                    cursors,
+                };
+                Done::Job(job.run(&tx, &mut batch))
             }
-            Command::PasswordHash { name, reply } => Done::Hash(reply, password_hash(&tx, &name)),
-            Command::DeleteUser { name, reply } => {
-                known.clear();
-                // A user made again under this name starts from nothing.
-                cursors.unsaved.remove(&name);
-                Done::Bool(reply, delete_user(&tx, &name))
-            }
-            Command::ListUsers { reply } => Done::Names(reply, list_users(&tx)),
             Command::Append { message, reply } => {
                 Done::Appended(reply, append(&tx, message, &mut known, ids))
             }
-            Command::Undelivered {
-                user,
-                after,
-                limit,
-                reply,
-            } => Done::Messages(reply, undelivered(&tx, &user, after, limit, cursors)),
-            Command::History {
-                user,
-                peer,
-                before,
-                limit,
-                reply,
-            } => Done::Messages(reply, history(&tx, &user, &peer, before, limit)),
-            Command::CreateSession {
-                token_hash,
-                user,
-                expires_ms,
-                reply,
-            } => Done::Unit(reply, create_session(&tx, &token_hash, &user, expires_ms)),
-            Command::Session { token_hash, reply } => {
-                Done::Session(reply, session(&tx, &token_hash))
-            }
-            Command::DeleteSession { token_hash, reply } => Done::Unit(
-                reply,
-                tx.execute("DELETE FROM sessions WHERE token_hash = ?1", [token_hash])
-                    .map(drop)
-                    .map_err(StoreError::from),
-            ),
             Command::FlushCursors => continue,
             Command::Close { reply } => {
                 close = Some(reply);
@@ -751,20 +716,11 @@ fn run_batch(
 }
 
 fn fail(command: Command, reason: &str, close: &mut Option<Reply<()>>) {
-    let err = || StoreError::Transaction(reason.into());
     match command {
-        Command::CreateUser { reply, .. } => drop(reply.send(Err(err()))),
-        Command::PasswordHash { reply, .. } => drop(reply.send(Err(err()))),
-        Command::DeleteUser { reply, .. } => drop(reply.send(Err(err()))),
-        Command::ListUsers { reply } => drop(reply.send(Err(err()))),
-        Command::Append { reply, .. } => drop(reply.send(Err(err()))),
-        Command::Undelivered { reply, .. } | Command::History { reply, .. } => {
-            drop(reply.send(Err(err())))
+        Command::Job(job) => job.fail(reason),
+        Command::Append { reply, .. } => {
+            drop(reply.send(Err(StoreError::Transaction(reason.into()))))
         }
-        Command::CreateSession { reply, .. } | Command::DeleteSession { reply, .. } => {
-            drop(reply.send(Err(err())))
-        }
-        Command::Session { reply, .. } => drop(reply.send(Err(err()))),
         Command::FlushCursors => {}
         Command::Close { reply } => *close = Some(reply),
     }
@@ -774,12 +730,7 @@ impl Done {
     fn answer(self, sink: &dyn CommitSink, receipts: &mut Receipts) {
         // A caller that went away (its connection closed) simply drops the answer.
         match self {
-            Done::Unit(r, v) => drop(r.send(v)),
-            Done::Hash(r, v) => drop(r.send(v)),
-            Done::Bool(r, v) => drop(r.send(v)),
-            Done::Names(r, v) => drop(r.send(v)),
-            Done::Messages(r, v) => drop(r.send(v)),
-            Done::Session(r, v) => drop(r.send(v)),
+            Done::Job(answer) => answer(Ok(())),
             Done::Appended(r, v) => {
                 let v = v.map(|outcome| match outcome {
                     Outcome::New {
@@ -816,15 +767,9 @@ impl Done {
     }
 
     fn fail(self, reason: &str) {
-        let err = || StoreError::Transaction(reason.into());
         match self {
-            Done::Unit(r, _) => drop(r.send(Err(err()))),
-            Done::Hash(r, _) => drop(r.send(Err(err()))),
-            Done::Bool(r, _) => drop(r.send(Err(err()))),
-            Done::Names(r, _) => drop(r.send(Err(err()))),
-            Done::Messages(r, _) => drop(r.send(Err(err()))),
-            Done::Session(r, _) => drop(r.send(Err(err()))),
-            Done::Appended(r, _) => drop(r.send(Err(err()))),
+            Done::Job(answer) => answer(Err(reason.into())),
+            Done::Appended(r, _) => drop(r.send(Err(StoreError::Transaction(reason.into())))),
         }
     }
 }
