@@ -18,7 +18,7 @@ pub enum ConnectionEvent {
 /// Called with each [`ConnectionEvent`], from the client's background task.
 pub type EventHook = Arc<dyn Fn(ConnectionEvent) + Send + Sync>;
 
-/// How a [`Client`] behaves when its connection breaks.
+/// How a [`Client`](super::Client) behaves when its connection breaks.
 #[derive(Clone)]
 pub struct ClientOptions {
     /// After a login: acks on, and reconnect and resume when the connection breaks.
