@@ -74,8 +74,10 @@ impl Wire {
         match self {
             Wire::Tcp { writer, .. } => writer.write_all(bytes).map_err(|e| e.to_string()),
             Wire::Ws(ws) => {
+                // A header that promises more than follows: the message never ends.
+                let promised = u16::try_from(bytes.len() * 2).unwrap_or(u16::MAX).max(126);
                 let mut frame = vec![0x81, 126];
-                frame.extend_from_slice(&((bytes.len() * 2) as u16).to_be_bytes());
+                frame.extend_from_slice(&promised.to_be_bytes());
                 frame.extend_from_slice(bytes);
                 ws.get_mut().write_all(&frame).map_err(|e| e.to_string())
             }
