@@ -8,6 +8,7 @@ use std::hint::black_box;
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use moechat::protocol::fast::{self, Fast};
 use moechat::protocol::{ChatMessage, Envelope, LineCodec, Request, RequestKind};
 use tokio_util::codec::Decoder;
 
@@ -57,6 +58,14 @@ fn parse(c: &mut Criterion) {
             let env = Envelope::parse(black_box(&frame)).unwrap();
             let kind = RequestKind::of(&env).unwrap();
             Request::parse(kind, &env.info, 8_192).unwrap()
+        })
+    });
+    group.bench_function("shortcut + request", |b| {
+        b.iter(|| match fast::read(black_box(&frame)) {
+            Some(Fast::Direct {
+                to, text, nonce, ..
+            }) => Request::direct(Some(to), Some(text), Ok(nonce), 8_192).unwrap(),
+            other => panic!("the shortcut did not read the frame: {other:?}"),
         })
     });
     group.finish();

@@ -379,8 +379,19 @@ func nonce() string {
 	return hex.EncodeToString(b[:])
 }
 
-func (c *Client) message(ctx context.Context, code int, info map[string]any) (Receipt, error) {
-	info["nonce"] = nonce()
+// directInfo and broadcastInfo keep the field order the server reads fastest.
+type directInfo struct {
+	To    string `json:"to"`
+	Text  string `json:"text"`
+	Nonce string `json:"nonce"`
+}
+
+type broadcastInfo struct {
+	Text  string `json:"text"`
+	Nonce string `json:"nonce"`
+}
+
+func (c *Client) message(ctx context.Context, code int, info any) (Receipt, error) {
 	f, err := c.call(ctx, kindPlain, "", func(id uint64) []byte {
 		return encode(statusMessage, code, info, id)
 	})
@@ -404,12 +415,12 @@ func (c *Client) message(ctx context.Context, code int, info map[string]any) (Re
 // Send sends a direct message. The receipt says whether it was stored for an
 // offline recipient; an unknown recipient is an *Error with Code 71.
 func (c *Client) Send(ctx context.Context, to, text string) (Receipt, error) {
-	return c.message(ctx, codeDirect, map[string]any{"to": to, "text": text})
+	return c.message(ctx, codeDirect, directInfo{To: to, Text: text, Nonce: nonce()})
 }
 
 // Broadcast sends a message to every online user but the sender.
 func (c *Client) Broadcast(ctx context.Context, text string) (Receipt, error) {
-	return c.message(ctx, codeBroadcast, map[string]any{"text": text})
+	return c.message(ctx, codeBroadcast, broadcastInfo{Text: text, Nonce: nonce()})
 }
 
 // Recv returns the next message pushed by the server, waiting until one comes, the

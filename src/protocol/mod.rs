@@ -3,6 +3,7 @@
 //! - [`code`]: status letters and the named code table;
 //! - [`codec`]: newline framing with the frame-size limit;
 //! - [`envelope`]: the JSON envelope, parsed (62/63) and encoded;
+//! - [`fast`]: a shortcut for the two commonest frames, equal to the full parse;
 //! - [`request`]: typed client requests and their argument rules;
 //! - [`reply`]: typed replies and pushes shared by server and client;
 //! - [`validate`]: names, passwords, text and nonces.
@@ -10,6 +11,7 @@
 pub mod code;
 pub mod codec;
 pub mod envelope;
+pub mod fast;
 pub mod reply;
 pub mod request;
 pub mod validate;

@@ -215,20 +215,47 @@ impl Request {
                 },
             )),
             RequestKind::Direct => {
-                let to = name_field(
-                    info,
-                    "to",
-                    Code::MalformedMessage,
-                    "a direct message needs \"to\", a user name",
-                )?;
-                let (text, nonce) = parse_text_and_nonce(info, max_text_bytes)?;
-                Ok(Request::Direct(Direct { to, text, nonce }))
+                let string = |key: &str| info.get(key).and_then(Value::as_str);
+                let nonce = match info.get("nonce") {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(n)) => Ok(Some(n.as_str())),
+                    Some(_) => Err(()),
+                };
+                Request::direct(string("to"), string("text"), nonce, max_text_bytes)
             }
             RequestKind::Broadcast => {
                 let (text, nonce) = parse_text_and_nonce(info, max_text_bytes)?;
                 Ok(Request::Broadcast(Broadcast { text, nonce }))
             }
         }
+    }
+
+    /// A direct message from its fields as found: `None` for one missing or not a
+    /// string, `Err` for a nonce that is not a string. The full parse and the
+    /// shortcut of [`crate::protocol::fast`] both come here, so they refuse alike.
+    pub fn direct(
+        to: Option<&str>,
+        text: Option<&str>,
+        nonce: Result<Option<&str>, ()>,
+        max_text_bytes: usize,
+    ) -> Result<Request, Rejection> {
+        let to = match to {
+            Some(name) if is_valid_name(name) => name.to_string(),
+            Some(_) => {
+                return Err(Rejection::new(
+                    Code::MalformedMessage,
+                    format!("\"to\" is not a valid name: {}", name_rule()),
+                ))
+            }
+            None => {
+                return Err(Rejection::new(
+                    Code::MalformedMessage,
+                    "a direct message needs \"to\", a user name",
+                ))
+            }
+        };
+        let (text, nonce) = text_and_nonce(text, nonce, max_text_bytes)?;
+        Ok(Request::Direct(Direct { to, text, nonce }))
     }
 
     /// The frame a client sends for this request, newline included.
@@ -265,11 +292,20 @@ impl Request {
             }
             Request::Logout => (Status::Query, 0, json!({"req": "logout"})),
             Request::Direct(d) => {
-                let mut info = json!({"to": d.to, "text": d.text});
-                if let Some(n) = &d.nonce {
-                    info["nonce"] = json!(n);
+                // In the layout the server reads without a JSON tree (`fast`).
+                #[derive(serde::Serialize)]
+                struct Info<'a> {
+                    to: &'a str,
+                    text: &'a str,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    nonce: Option<&'a str>,
                 }
-                (Status::Message, Code::Direct.number(), info)
+                let info = Info {
+                    to: &d.to,
+                    text: &d.text,
+                    nonce: d.nonce.as_deref(),
+                };
+                return encode(Status::Message, Code::Direct.number(), &info, id);
             }
             Request::Broadcast(b) => {
                 let mut info = json!({"text": b.text});
@@ -386,19 +422,34 @@ fn parse_text_and_nonce(
     info: &Map<String, Value>,
     max_text_bytes: usize,
 ) -> Result<(String, Option<String>), Rejection> {
-    let text = match info.get("text") {
-        Some(Value::String(t)) => t,
-        _ => {
-            return Err(Rejection::new(
-                Code::MalformedMessage,
-                "a message needs \"text\", a string",
-            ))
-        }
-    };
     let nonce = match info.get("nonce") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(n)) if is_valid_nonce(n) => Some(n.clone()),
-        Some(_) => {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(n)) => Ok(Some(n.as_str())),
+        Some(_) => Err(()),
+    };
+    text_and_nonce(
+        info.get("text").and_then(Value::as_str),
+        nonce,
+        max_text_bytes,
+    )
+}
+
+/// A message's text and nonce from the fields as found (see [`Request::direct`]).
+fn text_and_nonce(
+    text: Option<&str>,
+    nonce: Result<Option<&str>, ()>,
+    max_text_bytes: usize,
+) -> Result<(String, Option<String>), Rejection> {
+    let Some(text) = text else {
+        return Err(Rejection::new(
+            Code::MalformedMessage,
+            "a message needs \"text\", a string",
+        ));
+    };
+    let nonce = match nonce {
+        Ok(None) => None,
+        Ok(Some(n)) if is_valid_nonce(n) => Some(n.to_string()),
+        _ => {
             return Err(Rejection::new(
                 Code::MalformedMessage,
                 "\"nonce\" must be a string of 1 to 64 characters",
@@ -417,7 +468,7 @@ fn parse_text_and_nonce(
             ),
         ));
     }
-    Ok((text.clone(), nonce))
+    Ok((text.to_string(), nonce))
 }
 
 #[cfg(test)]

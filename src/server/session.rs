@@ -21,6 +21,7 @@ use super::Context;
 use crate::metrics::LoginOutcome;
 use crate::protocol::code::{Code, Status};
 use crate::protocol::envelope::{encode_error, Envelope, Id};
+use crate::protocol::fast::{self, Fast};
 use crate::protocol::reply::{
     self, heartbeat_number, LoginOk, Messages, Receipt, Registered, ReqEcho, Users,
 };
@@ -128,17 +129,28 @@ impl Session {
 
     /// Answers one received line.
     pub(crate) async fn handle_line(&mut self, line: &[u8], out: &mut VecDeque<Outbound>) {
-        match Envelope::parse(line) {
-            Ok(env) => self.handle(env, out).await,
-            Err(e) => out.push_back(Outbound::Frame(encode_error(
-                e.code(),
-                &e.to_string(),
-                e.id(),
-            ))),
+        // The commonest frames skip the JSON tree (the shortcut reads them exactly as
+        // the full parse would; `protocol::fast`).
+        match fast::read(line) {
+            Some(Fast::Ack(up_to)) => return self.ack(up_to),
+            Some(Fast::Direct {
+                to,
+                text,
+                nonce,
+                id,
+            }) => {
+                let parse = |max| Request::direct(Some(to), Some(text), Ok(nonce), max);
+                return self.handle(RequestKind::Direct, id, parse, out).await;
+            }
+            None => {}
         }
-    }
-
-    async fn handle(&mut self, env: Envelope, out: &mut VecDeque<Outbound>) {
+        let env = match Envelope::parse(line) {
+            Ok(env) => env,
+            Err(e) => {
+                let frame = encode_error(e.code(), &e.to_string(), e.id());
+                return out.push_back(Outbound::Frame(frame));
+            }
+        };
         let Some(kind) = RequestKind::of(&env) else {
             // Client `r` frames (pong, acks) and `e` frames get no reply; any frame
             // already counted as a sign of life.
@@ -148,6 +160,20 @@ impl Session {
             return;
         };
         let id = env.id.clone();
+        let info = env.info;
+        let parse = |max| Request::parse(kind, &info, max);
+        self.handle(kind, id, parse, out).await;
+    }
+
+    /// Answers a request of `kind`; `parse` reads its arguments (given the text limit)
+    /// once the checks that come first (login state, rate limit) have passed.
+    async fn handle(
+        &mut self,
+        kind: RequestKind,
+        id: Option<Id>,
+        parse: impl FnOnce(usize) -> Result<Request, Rejection>,
+        out: &mut VecDeque<Outbound>,
+    ) {
         let logged_in = self.user().is_some();
         if !logged_in && !kind.allowed_before_login() {
             let (code, text) = if kind.is_message() {
@@ -196,7 +222,7 @@ impl Session {
                 }
             }
         }
-        let request = match Request::parse(kind, &env.info, self.ctx.config.max_text_bytes) {
+        let request = match parse(self.ctx.config.max_text_bytes) {
             Ok(r) => r,
             Err(Rejection { code, reason }) => {
                 out.push_back(fail(code, &reason, id.as_ref()));
