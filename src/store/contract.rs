@@ -86,7 +86,8 @@ async fn with_users(maker: &dyn Maker, dir: &tempfile::TempDir, users: &[&str]) 
     s
 }
 
-fn dm(from: &str, to: &str, text: &str) -> NewMessage {
+/// A direct message from `from` to `to`, with no nonce.
+pub(crate) fn dm(from: &str, to: &str, text: &str) -> NewMessage {
     NewMessage {
         from: from.into(),
         to: Some(to.into()),
@@ -103,7 +104,8 @@ fn broadcast(from: &str, text: &str) -> NewMessage {
     }
 }
 
-fn with_nonce(mut m: NewMessage, nonce: &str) -> NewMessage {
+/// `m` with `nonce`.
+pub(crate) fn with_nonce(mut m: NewMessage, nonce: &str) -> NewMessage {
     m.nonce = Some(nonce.into());
     m
 }

@@ -1000,7 +1000,7 @@ fn history(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::contract::Maker;
+    use crate::store::contract::{dm, with_nonce, Maker};
     use crate::store::NoRouting;
 
     /// SQLite on a file in the contract's folder.
@@ -1026,21 +1026,6 @@ mod tests {
 
     fn open_file(path: &std::path::Path) -> SqliteStore {
         SqliteStore::open(path.to_str().unwrap(), Arc::new(NoRouting)).unwrap()
-    }
-
-    fn dm(from: &str, to: &str, text: &str) -> NewMessage {
-        NewMessage {
-            from: from.into(),
-            to: Some(to.into()),
-            text: text.into(),
-            nonce: None,
-            nonce_window: std::time::Duration::from_secs(60),
-        }
-    }
-
-    fn with_nonce(mut m: NewMessage, nonce: &str) -> NewMessage {
-        m.nonce = Some(nonce.into());
-        m
     }
 
     /// The cursor column as another connection reads it (WAL lets it while the store runs).
