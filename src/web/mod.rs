@@ -227,12 +227,7 @@ fn origin_allowed(headers: &HeaderMap, secure: bool, allowed: &[String]) -> Resu
     let own = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .is_some_and(|host| {
-            origin.len() == scheme.len() + 3 + host.len()
-                && origin[..scheme.len()].eq_ignore_ascii_case(scheme)
-                && &origin[scheme.len()..scheme.len() + 3] == "://"
-                && origin[scheme.len() + 3..].eq_ignore_ascii_case(host)
-        });
+        .is_some_and(|host| origin.eq_ignore_ascii_case(&format!("{scheme}://{host}")));
     if own {
         Ok(())
     } else {

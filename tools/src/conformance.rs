@@ -11,6 +11,9 @@
 //! every run against a server that keeps its users.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -28,6 +31,11 @@ impl Bindings {
             values: HashMap::new(),
             run: run.to_string(),
         }
+    }
+
+    /// The run's token, which `{run}` stands for.
+    pub fn run(&self) -> &str {
+        &self.run
     }
 
     /// A bound value.
@@ -155,6 +163,56 @@ impl Bindings {
         }
         Ok(())
     }
+}
+
+/// What waiting for the next frame of a connection gave.
+#[derive(Debug)]
+pub enum Next {
+    /// A whole frame, parsed.
+    Frame(Value),
+    /// The peer ended the stream (or reset it) between frames.
+    Closed,
+    /// Nothing whole came within the wait.
+    Timeout,
+}
+
+/// Reads one frame (a JSON object ending in `\n`) within `wait`. A frame that is not
+/// JSON, or holds a `\r`, or a stream that ends inside a frame, is an error.
+pub fn next_frame(reader: &mut BufReader<TcpStream>, wait: Duration) -> Result<Next, String> {
+    let deadline = Instant::now() + wait;
+    let mut line = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Next::Timeout);
+        }
+        let _ = reader.get_ref().set_read_timeout(Some(left));
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) if line.is_empty() => return Ok(Next::Closed),
+            Ok(0) => return Err(format!("closed mid-frame: {:?}", lossy(&line))),
+            Ok(_) if line.ends_with(b"\n") => break,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
+            // A reset after a goodbye reads as the end of the stream.
+            Err(_) if line.is_empty() => return Ok(Next::Closed),
+            Err(e) => return Err(format!("read failed: {e}")),
+        }
+    }
+    parse_frame(&line[..line.len() - 1])
+}
+
+/// One frame's text (without its `\n`), parsed.
+pub fn parse_frame(line: &[u8]) -> Result<Next, String> {
+    if line.contains(&b'\r') || line.contains(&b'\n') {
+        return Err(format!("a frame holds a line break: {:?}", lossy(line)));
+    }
+    serde_json::from_slice(line)
+        .map(Next::Frame)
+        .map_err(|e| format!("not a JSON frame {:?}: {e}", lossy(line)))
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 /// The steps of a JSON-lines file: one JSON object per line; blank lines and lines

@@ -6,15 +6,17 @@
 //!
 //! Blocking sockets: the script is one sequence, and every wait has a deadline.
 
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{BufReader, ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use moechat::protocol::reply::encode_pong;
+use moechat::protocol::{Code, Status};
+use serde_json::Value;
 use tungstenite::{Message, WebSocket};
 
-use crate::conformance::{read_steps, Bindings};
+use crate::conformance::{next_frame, parse_frame, read_steps, Bindings, Next};
 
 /// How long the client may take to send an expected frame, or to connect.
 const WAIT: Duration = Duration::from_secs(10);
@@ -26,13 +28,6 @@ enum Wire {
         writer: TcpStream,
     },
     Ws(Box<WebSocket<TcpStream>>),
-}
-
-/// What reading a frame gave.
-enum Read {
-    Frame(Value),
-    Closed,
-    Timeout,
 }
 
 impl Wire {
@@ -84,33 +79,14 @@ impl Wire {
         }
     }
 
-    fn next(&mut self, wait: Duration) -> Result<Read, String> {
+    fn next(&mut self, wait: Duration) -> Result<Next, String> {
         let _ = self.stream().set_read_timeout(Some(wait));
         match self {
-            Wire::Tcp { reader, .. } => {
-                let mut line = Vec::new();
-                let deadline = Instant::now() + wait;
-                loop {
-                    match reader.read_until(b'\n', &mut line) {
-                        Ok(0) => return Ok(Read::Closed),
-                        Ok(_) if line.ends_with(b"\n") => break,
-                        Ok(_) => {}
-                        Err(e)
-                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-                        {
-                            if Instant::now() >= deadline {
-                                return Ok(Read::Timeout);
-                            }
-                        }
-                        Err(_) => return Ok(Read::Closed),
-                    }
-                }
-                parse(&line)
-            }
+            Wire::Tcp { reader, .. } => next_frame(reader, wait),
             Wire::Ws(ws) => loop {
                 match ws.read() {
-                    Ok(Message::Text(t)) => return parse(t.as_bytes()),
-                    Ok(Message::Close(_)) => return Ok(Read::Closed),
+                    Ok(Message::Text(t)) => return parse_frame(t.as_bytes()),
+                    Ok(Message::Close(_)) => return Ok(Next::Closed),
                     Ok(Message::Binary(b)) => {
                         return Err(format!("the client sent a binary message: {b:?}"))
                     }
@@ -118,9 +94,9 @@ impl Wire {
                     Err(tungstenite::Error::Io(e))
                         if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
                     {
-                        return Ok(Read::Timeout)
+                        return Ok(Next::Timeout)
                     }
-                    Err(_) => return Ok(Read::Closed),
+                    Err(_) => return Ok(Next::Closed),
                 }
             },
         }
@@ -129,17 +105,6 @@ impl Wire {
     fn drop_now(self) {
         let _ = self.stream().shutdown(Shutdown::Both);
     }
-}
-
-fn parse(line: &[u8]) -> Result<Read, String> {
-    let text = String::from_utf8_lossy(line);
-    let text = text.trim_end_matches('\n');
-    if text.contains('\r') || text.contains('\n') {
-        return Err(format!("a client frame holds a line break: {text:?}"));
-    }
-    serde_json::from_str(text)
-        .map(Read::Frame)
-        .map_err(|e| format!("the client sent invalid JSON {text:?}: {e}"))
 }
 
 /// Accepts one connection within `wait`; `Ok(None)` if none came.
@@ -164,8 +129,8 @@ fn accept(listener: &TcpListener, wait: Duration) -> Result<Option<TcpStream>, S
 
 /// Whether a frame is a client's cumulative ack, and of what.
 fn ack_of(frame: &Value) -> Option<u64> {
-    let shaped = frame.get("status")? == "r"
-        && frame.get("status_code")? == 50
+    let shaped = frame.get("status")? == Status::Response.as_str()
+        && frame.get("status_code")? == Code::Delivered.number()
         && frame.as_object()?.len() == 3
         && frame.get("info")?.as_object()?.len() == 1;
     shaped.then(|| frame["info"]["ack"].as_u64()).flatten()
@@ -215,11 +180,11 @@ pub fn play(script: &Path, ws: bool, ready: impl FnOnce(SocketAddr)) -> Result<(
                     .ok_or_else(|| at("no connection: accept first".into()))?;
                 match action {
                     "expect" => match w.next(WAIT).map_err(at)? {
-                        Read::Frame(f) => bindings.check(&step["frame"], &f).map_err(at)?,
-                        Read::Closed => {
+                        Next::Frame(f) => bindings.check(&step["frame"], &f).map_err(at)?,
+                        Next::Closed => {
                             return Err(at(format!("closed; expected {}", step["frame"])))
                         }
-                        Read::Timeout => {
+                        Next::Timeout => {
                             return Err(at(format!("nothing came; expected {}", step["frame"])))
                         }
                     },
@@ -227,7 +192,7 @@ pub fn play(script: &Path, ws: bool, ready: impl FnOnce(SocketAddr)) -> Result<(
                         let up_to = step["up_to"].as_u64().unwrap_or(0);
                         loop {
                             match w.next(WAIT).map_err(at)? {
-                                Read::Frame(f) => match ack_of(&f) {
+                                Next::Frame(f) => match ack_of(&f) {
                                     Some(n) if n >= up_to => break,
                                     Some(_) => continue,
                                     None => {
@@ -242,7 +207,7 @@ pub fn play(script: &Path, ws: bool, ready: impl FnOnce(SocketAddr)) -> Result<(
                     }
                     "quiet" => {
                         let ms = wait.unwrap_or(Duration::from_millis(300));
-                        if let Read::Frame(f) = w.next(ms).map_err(at)? {
+                        if let Next::Frame(f) = w.next(ms).map_err(at)? {
                             return Err(at(format!(
                                 "expected nothing for {} ms, got {f}",
                                 ms.as_millis()
@@ -270,16 +235,16 @@ pub fn play(script: &Path, ws: bool, ready: impl FnOnce(SocketAddr)) -> Result<(
     // The app side finishes by closing the client; until then only acks and pongs
     // may come (a client acknowledges what it took as it closes).
     if let Some(mut w) = wire.take() {
+        let pong: Value = serde_json::from_slice(&encode_pong()).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + WAIT;
         loop {
             if Instant::now() >= deadline {
                 return Err(format!("{name}: the client did not close its connection"));
             }
             match w.next(WAIT)? {
-                Read::Closed => break,
-                Read::Timeout => {}
-                Read::Frame(f) => {
-                    let pong = json!({"status":"r","status_code":30,"info":{"req":"pong"}});
+                Next::Closed => break,
+                Next::Timeout => {}
+                Next::Frame(f) => {
                     if ack_of(&f).is_none() && f != pong {
                         return Err(format!("{name}: after the script, the client sent {f}"));
                     }

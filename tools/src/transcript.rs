@@ -4,14 +4,14 @@
 //! steps, and a step that waits has a deadline.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::conformance::{read_steps, Bindings};
+use crate::conformance::{next_frame, read_steps, Bindings, Next};
 
 /// How long an expected frame may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -68,43 +68,12 @@ impl Conn {
 
     /// The next frame, `Ok(None)` at the end of the stream, `Err` after `wait`.
     fn next(&mut self, wait: Duration) -> Result<Option<Value>, String> {
-        let deadline = Instant::now() + wait;
-        let mut line = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!("no frame within {} ms", wait.as_millis()));
-            }
-            let _ = self.reader.get_ref().set_read_timeout(Some(left));
-            match self.reader.read_until(b'\n', &mut line) {
-                Ok(0) if line.is_empty() => return Ok(None),
-                Ok(0) => return Err(format!("closed mid-frame: {:?}", lossy(&line))),
-                Ok(_) if line.ends_with(b"\n") => break,
-                Ok(_) => continue,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    continue
-                }
-                // A reset after the server's goodbye reads as the end of the stream.
-                Err(e) if e.kind() == ErrorKind::ConnectionReset && line.is_empty() => {
-                    return Ok(None)
-                }
-                Err(e) => return Err(format!("read failed: {e}")),
-            }
+        match next_frame(&mut self.reader, wait)? {
+            Next::Frame(f) => Ok(Some(f)),
+            Next::Closed => Ok(None),
+            Next::Timeout => Err(format!("no frame within {} ms", wait.as_millis())),
         }
-        if line.contains(&b'\r') {
-            return Err(format!(
-                "a server frame holds a carriage return: {:?}",
-                lossy(&line)
-            ));
-        }
-        serde_json::from_slice(&line[..line.len() - 1])
-            .map(Some)
-            .map_err(|e| format!("the server sent invalid JSON {:?}: {e}", lossy(&line)))
     }
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Runs the transcript at `path` against `addr`; `Err` names the failing line.
@@ -150,7 +119,7 @@ fn do_step(conn: &mut Conn, step: &Value, bindings: &mut Bindings) -> Result<(),
         return conn.write(&bytes);
     }
     if let Some(raw) = step.get("raw").and_then(Value::as_str) {
-        let raw = raw.replace("{run}", &bindings_run(bindings));
+        let raw = raw.replace("{run}", bindings.run());
         return conn.write(raw.as_bytes());
     }
     if let Some(hex) = step.get("raw_hex").and_then(Value::as_str) {
@@ -227,15 +196,6 @@ fn do_step(conn: &mut Conn, step: &Value, bindings: &mut Bindings) -> Result<(),
         return Ok(());
     }
     Err(format!("unknown step {step}"))
-}
-
-fn bindings_run(bindings: &Bindings) -> String {
-    // `fill` replaces `{run}` in strings; raw text goes through the same replacement.
-    bindings
-        .fill(&Value::String("{run}".into()))
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {

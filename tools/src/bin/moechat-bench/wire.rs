@@ -195,6 +195,10 @@ pub(crate) fn ws_frames(out: &mut Vec<u8>, lines: &[u8]) {
     }
 }
 
+/// WebSocket opcodes (RFC 6455 section 5.2) the bench's client reads.
+const WS_TEXT: u8 = 0x1;
+const WS_CLOSE: u8 = 0x8;
+
 /// Moves the text of each complete server frame in `raw` to `lines`, one line each.
 /// `false` once the server closed the WebSocket (or sent what this cannot read).
 pub(crate) fn ws_unframe(raw: &mut BytesMut, lines: &mut BytesMut) -> bool {
@@ -218,11 +222,11 @@ pub(crate) fn ws_unframe(raw: &mut BytesMut, lines: &mut BytesMut) -> bool {
         }
         match opcode {
             // Server frames are never masked, nor fragmented by tungstenite.
-            0x1 => {
+            WS_TEXT => {
                 lines.extend_from_slice(&raw[head..head + len]);
                 lines.extend_from_slice(b"\n");
             }
-            0x8 => return false,
+            WS_CLOSE => return false,
             _ => {} // ping or pong: the bench's connections live too short to need them
         }
         raw.advance(head + len);
